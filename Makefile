@@ -1,0 +1,49 @@
+# zpydb developer commands. `make run` and `make test` work on a machine with only Python 3.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test install serve certs bench bench-full postgres clean
+
+# Create the virtualenv and install zpydb (editable) with its test extras when the
+# packaging files change.
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Open the zpydb shell on the embedded default database (./var/Data.fs).
+run: $(STAMP)
+	$(BIN)/zpydb shell
+
+# PostgreSQL server binaries for the RelStorage tests (installed with apt when missing).
+postgres:
+	bash scripts/ensure-postgres.sh
+
+# The whole test suite: core, ZEO (real runzeo), PostgreSQL (real server), files, bench smoke.
+test: $(STAMP) postgres
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The read-write ZEO server on 127.0.0.1:8100 (zeo_configs/zeo.conf).
+serve: $(STAMP)
+	$(BIN)/zpydb serve
+
+# Development CA, server and client certificates for zeo_configs/zeo-tls.conf.
+certs: $(STAMP)
+	$(BIN)/zpydb certs certs
+
+bench: $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[bench]'
+	bash scripts/ensure-redis.sh
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+bench-full:
+	$(MAKE) bench BENCH_ARGS=--full
+
+clean:
+	rm -rf $(VENV) var build dist *.egg-info .pytest_cache .hypothesis
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,251 @@
+"""Turning a database URL into an open ``ZODB.DB``.
+
+zodburi does the URL parsing and finds the storage backend through its
+``zodburi.resolvers`` entry points (file, memory, zeo, zconfig, demo, and
+RelStorage's postgres/mysql/sqlite when installed).  This module only adds what
+zodburi cannot express:
+
+* shorthands: ``None`` (``$ZPYDB_URL`` or the embedded default), a plain file
+  path, and ``host:port`` for a ZEO server;
+* ZEO client defaults zpydb promises: a bounded wait for the server, a private
+  client blob directory, up-to-date reads (``server_sync``);
+* TLS for ZEO: zodburi's ``zeo://`` has no TLS parameters, so TLS keyword
+  arguments are written into a ZEO ``<clientstorage>`` ZConfig section and
+  resolved through zodburi's own ``zconfig://`` scheme;
+* error messages that name the URL.
+"""
+
+import os
+import shutil
+import tempfile
+import textwrap
+from dataclasses import dataclass, field, fields
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+import ZODB
+import zodburi
+from ZEO.ClientStorage import ClientStorage
+from ZEO.Exceptions import ClientDisconnected
+from zc.lockfile import LockError
+
+from .errors import DatabaseLockedError, DisconnectedError, URLError
+
+ENV_URL = "ZPYDB_URL"
+DEFAULT_DIR = "var"
+ZEO_DEFAULT_PORT = 8100
+
+#: zodburi scheme -> the pip extra that provides it, for a helpful message.
+EXTRAS = {"postgres": "postgres", "mysql": "mysql", "oracle": "oracle", "sqlite": "sqlite"}
+
+
+@dataclass
+class Options:
+    """Client options accepted by :func:`zpydb.connect` as keyword arguments."""
+
+    #: Seconds a ZEO client waits for the server (first connect and while down).
+    wait_timeout: float = 5.0
+    #: Ask the server before every statement so reads see every acknowledged
+    #: write (ZEO ``server_sync``).  False: purely local cached reads.
+    fresh_reads: bool = True
+    #: ZEO client object cache size in bytes (in memory unless ``cache_dir``).
+    cache_size: int = 64 * 1024 * 1024
+    #: Keep the ZEO client cache in a file under this directory (survives restarts).
+    cache_dir: str = None
+    #: Private ZEO client blob directory (default: a temporary one per client).
+    blob_dir: str = None
+    read_only: bool = False
+    #: TLS for ZEO: client certificate, its key, the CA that signed the server's.
+    tls_cert: str = None
+    tls_key: str = None
+    tls_ca: str = None
+    tls_server_hostname: str = None
+    #: Transaction retries of an autocommit statement on ConflictError.
+    retries: int = 5
+    #: Objects kept in each connection's cache.
+    connection_cache_size: int = 10000
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_kwargs(cls, kwargs):
+        names = {f.name for f in fields(cls)} - {"extra"}
+        unknown = set(kwargs) - names
+        if unknown:
+            raise TypeError(f"unknown zpydb.connect option(s): {', '.join(sorted(unknown))}; "
+                            f"known: {', '.join(sorted(names))}")
+        return cls(**kwargs)
+
+    @property
+    def tls(self):
+        return bool(self.tls_cert or self.tls_ca)
+
+
+def default_url():
+    """The embedded default: a FileStorage with blobs under ``./var/``."""
+    directory = os.path.abspath(DEFAULT_DIR)
+    return file_url(os.path.join(directory, "Data.fs"))
+
+
+def file_url(path):
+    path = os.path.abspath(path)
+    blobs = os.path.join(os.path.dirname(path), "blobs")
+    return "file://" + path + "?" + urlencode({"blobstorage_dir": blobs})
+
+
+def normalize_url(url):
+    """Expand the shorthands into a URL zodburi understands."""
+    if url is None:
+        url = os.environ.get(ENV_URL) or default_url()
+    url = str(url)
+    if "://" in url or url.startswith("demo:"):
+        return url
+    host, sep, port = url.rpartition(":")
+    if sep and port.isdigit() and "/" not in url:
+        return f"zeo://{host or '127.0.0.1'}:{port}"
+    return file_url(url)
+
+
+def scheme_of(url):
+    return url.split(":", 1)[0]
+
+
+def describe(url):
+    """A short, password-free name for messages (``zeo://127.0.0.1:8100``)."""
+    parts = urlsplit(url)
+    if parts.scheme == "file":
+        return parts.path
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    return f"{parts.scheme}://{netloc}{parts.path if parts.scheme != 'zeo' else ''}"
+
+
+class OpenDatabase:
+    """A ``ZODB.DB`` plus what zpydb must clean up when it is closed."""
+
+    def __init__(self, db, url, options, cleanup_dirs=()):
+        self.db = db
+        self.url = url
+        self.name = describe(url)
+        self.options = options
+        self.cleanup_dirs = list(cleanup_dirs)
+
+    @property
+    def storage(self):
+        return self.db.storage
+
+    @property
+    def is_zeo(self):
+        return isinstance(self.db.storage, ClientStorage)
+
+    def close(self):
+        self.db.close()
+        for directory in self.cleanup_dirs:
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+def open_database(url=None, options=None):
+    """Open ``url`` (see :func:`normalize_url`) and return an :class:`OpenDatabase`."""
+    options = options or Options()
+    url = normalize_url(url)
+    scheme = scheme_of(url)
+    cleanup = []
+    if scheme == "file":
+        _make_parent_dirs(url)
+    if scheme == "zeo":
+        url, cleanup = _zeo_url(url, options)
+    factory, dbkw = _resolve(url)
+    storage = _open_storage(factory, url)
+    if isinstance(storage, ClientStorage):
+        storage.server_sync = options.fresh_reads
+    dbkw.setdefault("cache_size", options.connection_cache_size)
+    db = ZODB.DB(storage, **dbkw)
+    return OpenDatabase(db, url, options, cleanup)
+
+
+def _resolve(url):
+    try:
+        return zodburi.resolve_uri(url)
+    except zodburi.NoResolverForScheme:
+        scheme = scheme_of(url)
+        extra = EXTRAS.get(scheme)
+        hint = (f"install it with: pip install 'zpydb[{extra}]'" if extra
+                else "known schemes: file, memory, zeo, zconfig, demo, postgres")
+        raise URLError(url, f"no storage is installed for the {scheme!r} scheme; {hint}") from None
+    except zodburi.UnknownDatabaseKeywords as exc:
+        raise URLError(url, f"unknown URL parameter(s): {', '.join(exc.kw)}") from None
+
+
+def _open_storage(factory, url):
+    try:
+        return factory()
+    except ClientDisconnected as exc:
+        raise DisconnectedError(f"no ZEO server answered at {describe(url)}: {exc}") from None
+    except LockError:
+        raise DatabaseLockedError(
+            f"{describe(url)} is open in another process; an embedded database has one "
+            f"user at a time: serve it with `zpydb serve` and connect over ZEO") from None
+
+
+def _make_parent_dirs(url):
+    path = urlsplit(url).path
+    if path:
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+
+
+def _zeo_url(url, options):
+    """Add zpydb's ZEO client defaults to a ``zeo://`` URL (or make it a zconfig for TLS)."""
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    cleanup = []
+    if "blob_dir" not in query:
+        query["blob_dir"] = options.blob_dir or tempfile.mkdtemp(prefix="zpydb-blobs-")
+        if not options.blob_dir:
+            cleanup.append(query["blob_dir"])
+    query.setdefault("wait_timeout", str(max(1, round(options.wait_timeout))))
+    query.setdefault("cache_size", str(options.cache_size))
+    if options.cache_dir:
+        os.makedirs(options.cache_dir, exist_ok=True)
+        query.setdefault("var", options.cache_dir)
+        query.setdefault("client", "zpydb")
+    if options.read_only:
+        query["read_only"] = "1"
+    if options.tls:
+        config_url, config_dir = _tls_zconfig_url(parts, query, options)
+        return config_url, cleanup + [config_dir]
+    base = f"zeo://{parts.netloc}{parts.path}"
+    return base + "?" + urlencode(query), cleanup
+
+
+def _tls_zconfig_url(parts, query, options):
+    """Write a ZEO ``<clientstorage>`` section with ``<ssl>`` and return its zconfig:// URL."""
+    if not (options.tls_cert and options.tls_key and options.tls_ca):
+        raise URLError(f"zeo://{parts.netloc}",
+                       "TLS needs tls_cert, tls_key and tls_ca (client certificate, "
+                       "its key, and the CA that signed the server certificate)")
+    host = parts.hostname or "127.0.0.1"
+    port = parts.port or ZEO_DEFAULT_PORT
+    hostname = options.tls_server_hostname or host
+    lines = [f"server {host}:{port}", f"blob-dir {query['blob_dir']}",
+             f"wait-timeout {query['wait_timeout']}",
+             f"cache-size {query['cache_size']}"]
+    if query.get("read_only") == "1":
+        lines.append("read-only true")
+    if "var" in query:
+        lines.append(f"cache-path {os.path.join(query['var'], query['client'] + '.zec')}")
+    config = textwrap.dedent("""\
+        %import ZEO
+        <clientstorage zpydb>
+          {settings}
+          <ssl>
+            certificate {cert}
+            key {key}
+            authenticate {ca}
+            server-hostname {hostname}
+          </ssl>
+        </clientstorage>
+        """).format(settings="\n  ".join(lines), cert=os.path.abspath(options.tls_cert),
+                    key=os.path.abspath(options.tls_key), ca=os.path.abspath(options.tls_ca),
+                    hostname=hostname)
+    config_dir = tempfile.mkdtemp(prefix="zpydb-tls-")
+    path = os.path.join(config_dir, "client.conf")
+    with open(path, "w") as stream:
+        stream.write(config)
+    return "zconfig://" + path, config_dir
