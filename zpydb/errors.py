@@ -24,6 +24,8 @@ The tree::
     └── URLError (ValueError)     a URL zpydb cannot open
 """
 
+from transaction.interfaces import TransientError
+
 
 class Error(Exception):
     """Base class of every zpydb error."""
@@ -67,8 +69,12 @@ class ValueNotFoundError(PathError, ValueError):
     """``remove(x)`` / ``index(x)`` on a list without ``x``."""
 
 
-class ConflictError(Error):
-    """A commit lost a race with another client's commit; nothing was applied."""
+class ConflictError(Error, TransientError):
+    """A commit lost a race with another client's commit; nothing was applied.
+
+    It is a ``transaction`` TransientError, so ``TransactionManager.run()`` /
+    ``attempts()`` (and ``db.atomic``) retry it.
+    """
 
 
 class UndoError(Error):

@@ -1,0 +1,25 @@
+"""zpydb: a Python-syntax database for nested dicts and lists, on ZODB/ZEO.
+
+    import zpydb
+    db = zpydb.connect()             # ./var/Data.fs, or $ZPYDB_URL
+    db['l'] = range(10)
+    db['l'][4] = ['a', 'b', 'c']
+    db.undo(); db.redo()
+    [v for v in db['l'][4]]          # ['a', 'b', 'c']
+"""
+
+from .database import Database, client, connect
+from .errors import (BadIndexError, ConflictError, DatabaseLockedError, DisconnectedError,
+                     Error, KeyNotFoundError, NotAContainerError, PathError, ReadOnlyError,
+                     UndoError, UnorderableKeyError, UnstorableValueError, URLError,
+                     ValueNotFoundError)
+from .paths import Path
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "connect", "client", "Database", "Path",
+    "Error", "PathError", "KeyNotFoundError", "BadIndexError", "NotAContainerError",
+    "UnstorableValueError", "UnorderableKeyError", "ValueNotFoundError", "ConflictError",
+    "UndoError", "ReadOnlyError", "DisconnectedError", "DatabaseLockedError", "URLError",
+]

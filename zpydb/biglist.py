@@ -1,0 +1,158 @@
+"""BigList: a list node whose appends cost the same at a million items as at a thousand.
+
+A ``PersistentList`` is one database record: every change re-pickles and
+re-writes the whole list, so appending to a list of n items costs O(n).  Past
+:data:`BIG_LIST_THRESHOLD` items zpydb stores a list as a BigList instead:
+
+* the items live in chunks (``PersistentList`` of :data:`CHUNK_SIZE` items),
+  all full except the last, so item ``i`` is in chunk ``i // CHUNK_SIZE``;
+* the chunks are held by an ``IOBTree`` keyed by chunk number, so adding a
+  chunk writes one BTree bucket, not a list of every chunk;
+* the BigList record itself holds only the length.
+
+An append, ``pop()`` from the end, or item assignment therefore writes one
+chunk plus a tiny record.  Operations that move items across chunks (insert
+or delete in the middle, slice assignment, sort, reverse) rewrite the chunks
+from the changed position on: O(n), like the same operation on a Python list.
+Everything is ordinary persistent state, so it is transactional and undoable.
+"""
+
+from collections.abc import MutableSequence
+
+from BTrees.IOBTree import IOBTree
+from persistent import Persistent
+from persistent.list import PersistentList
+
+BIG_LIST_THRESHOLD = 1024
+CHUNK_SIZE = 512
+
+
+class BigList(Persistent, MutableSequence):
+    """A chunked persistent list with the full ``list`` interface."""
+
+    def __init__(self, items=()):
+        self._chunks = IOBTree()
+        self._length = 0
+        self._fill(list(items), start=0)
+
+    # -- reading ------------------------------------------------------------
+    def __len__(self):
+        return self._length
+
+    def __iter__(self):
+        for chunk in self._chunks.values():
+            yield from chunk
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(self._length))]
+        index = self._normalize(index)
+        return self._chunks[index // CHUNK_SIZE][index % CHUNK_SIZE]
+
+    def __eq__(self, other):
+        return list(self) == list(other) if isinstance(other, (list, BigList)) else NotImplemented
+
+    __hash__ = None
+
+    def __repr__(self):
+        return f"BigList(<{self._length} items>)"
+
+    # -- cheap writes -------------------------------------------------------
+    def append(self, item):
+        chunk_no, offset = divmod(self._length, CHUNK_SIZE)
+        if offset == 0:
+            self._chunks[chunk_no] = PersistentList([item])
+        else:
+            self._chunks[chunk_no].append(item)
+        self._length += 1
+
+    def extend(self, items):
+        for item in items:
+            self.append(item)
+
+    def pop(self, index=-1):
+        index = self._normalize(index)
+        if index != self._length - 1:
+            items = self[index:]
+            value = items.pop(0)
+            self._truncate(index)
+            self._fill(items, start=index)
+            return value
+        chunk_no = index // CHUNK_SIZE
+        value = self._chunks[chunk_no].pop()
+        if not self._chunks[chunk_no]:
+            del self._chunks[chunk_no]
+        self._length -= 1
+        return value
+
+    def __setitem__(self, index, value):
+        if isinstance(index, slice):
+            items = list(self)
+            items[index] = value
+            self._replace_all(items)
+            return
+        index = self._normalize(index)
+        self._chunks[index // CHUNK_SIZE][index % CHUNK_SIZE] = value
+
+    # -- operations that shift items: rewrite from the change onwards -------
+    def __delitem__(self, index):
+        if isinstance(index, slice):
+            items = list(self)
+            del items[index]
+            self._replace_all(items)
+            return
+        self.pop(index)
+
+    def insert(self, index, item):
+        index = max(0, min(self._length, index + self._length if index < 0 else index))
+        tail = self[index:]
+        self._truncate(index)
+        self._fill([item] + tail, start=index)
+
+    def sort(self, *, key=None, reverse=False):
+        self._replace_all(sorted(self, key=key, reverse=reverse))
+
+    def reverse(self):
+        self._replace_all(list(self)[::-1])
+
+    def clear(self):
+        self._chunks.clear()
+        self._length = 0
+
+    # -- internals ----------------------------------------------------------
+    def _normalize(self, index):
+        if not isinstance(index, int):
+            raise TypeError(f"list indices must be integers or slices, not {type(index).__name__}")
+        if index < 0:
+            index += self._length
+        if not 0 <= index < self._length:
+            raise IndexError("list index out of range")
+        return index
+
+    def _replace_all(self, items):
+        self.clear()
+        self._fill(items, start=0)
+
+    def _truncate(self, start):
+        """Drop items from ``start`` on (chunks after it go, its chunk is cut)."""
+        chunk_no, offset = divmod(start, CHUNK_SIZE)
+        for number in list(self._chunks.keys(min=chunk_no + (1 if offset else 0))):
+            del self._chunks[number]
+        if offset:
+            del self._chunks[chunk_no][offset:]
+        self._length = start
+
+    def _fill(self, items, start):
+        """Append ``items`` at ``start`` == len(self), a chunk at a time."""
+        assert start == self._length
+        position = 0
+        while position < len(items):
+            chunk_no, offset = divmod(self._length, CHUNK_SIZE)
+            room = CHUNK_SIZE - offset
+            piece = items[position:position + room]
+            if offset == 0:
+                self._chunks[chunk_no] = PersistentList(piece)
+            else:
+                self._chunks[chunk_no].extend(piece)
+            self._length += len(piece)
+            position += len(piece)

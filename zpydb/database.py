@@ -1,0 +1,118 @@
+"""The root proxy ``db``: a :class:`~zpydb.paths.Path` plus database-wide calls.
+
+``db`` is what :func:`zpydb.connect` returns.  Subscripting it builds paths;
+its own methods act on the whole database: undo/redo/history, transaction
+blocks, pyzdb's lock/unlock, and closing.
+"""
+
+from . import undo as _undo
+from .paths import Path
+from .session import Session
+from .storage import Options, open_database
+from .transactions import Autocommit, TransactionContext, atomic
+
+
+class Database(Path):
+    """The root of the tree, bound to an open :class:`~zpydb.session.Session`."""
+
+    __slots__ = ()
+
+    def __init__(self, session):
+        super().__init__(Autocommit(session))
+
+    @property
+    def _session(self):
+        return self._executor.session
+
+    # -- undo / redo (undo.py) --------------------------------------------
+    def undo(self):
+        """Undo the newest change still in effect, made by any client."""
+        _undo.undo(self._session)
+
+    def redo(self):
+        """Re-apply the most recently undone change (until a new write)."""
+        _undo.redo(self._session)
+
+    def history(self, n=10):
+        """The last ``n`` changes, newest first: dicts of time, user, note, kind."""
+        return _undo.history(self._session, n)
+
+    def save(self):
+        """Does nothing, on purpose: kept so pyzdb scripts run unchanged.
+
+        pyzdb held the database in memory and pickled it to disk on save().
+        zpydb commits every statement durably before it returns, so there is
+        never anything left to save.
+        """
+
+    # -- transactions (transactions.py) -------------------------------------
+    def transaction(self):
+        """``with db.transaction() as t:`` — several statements, one transaction."""
+        return TransactionContext(self._session, _block_root)
+
+    def atomic(self, func=None, *, tries=5):
+        """Run ``func(t)`` atomically, retrying on conflict; usable as a decorator."""
+        if func is None:
+            return lambda f: self.atomic(f, tries=tries)
+        return atomic(self._session, _block_root, func, tries=tries)
+
+    def lock(self):
+        """pyzdb's lock(): begin a transaction that later statements join (see docs)."""
+        self._executor.lock()
+
+    def unlock(self):
+        """pyzdb's unlock(): commit what was done since lock()."""
+        self._executor.unlock()
+
+    # -- lifetime -----------------------------------------------------------
+    @property
+    def url(self):
+        return self._session.opened.url
+
+    def close(self):
+        """Close the connection(s) and release the storage (and its lock file)."""
+        self._session.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+
+def _block_root(block):
+    return Path(block)
+
+
+def connect(url=None, *, read_url=None, **options):
+    """Open a database and return its root proxy ``db``.
+
+    ``url``: None (``$ZPYDB_URL``, else ``./var/Data.fs``), a file path,
+    ``host:port``, or any zodburi URL (``file://``, ``memory://``, ``zeo://``,
+    ``zconfig://``, ``postgres://``...).  ``read_url``: a read-only replica that
+    serves reads while writes go to ``url``.  Options: see
+    :class:`zpydb.storage.Options`.
+    """
+    opts = Options.from_kwargs(options)
+    opened = open_database(url, opts)
+    read_opened = None
+    if read_url is not None:
+        try:
+            read_opened = open_database(read_url, Options.from_kwargs({**options, "read_only": True}))
+        except BaseException:
+            opened.close()
+            raise
+    try:
+        return Database(Session(opened, read_opened))
+    except BaseException:
+        opened.close()
+        if read_opened:
+            read_opened.close()
+        raise
+
+
+def client(write_url=None, read_url=None, **options):
+    """pyzdb's entry point: ``(db, connection)``; ``connection.close()`` closes both."""
+    db = connect(write_url, read_url=read_url, **options)
+    return db, db._session

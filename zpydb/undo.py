@@ -1,0 +1,143 @@
+"""Undo and redo, derived from ZODB's own transaction log.
+
+pyzdb kept an undo list in the server's memory: it vanished on restart and
+each server had its own.  zpydb keeps no undo state at all.  Every transaction
+zpydb commits carries an extension key ``zpydb`` saying what it was:
+
+* ``write``: a change made by a statement or a transaction block;
+* ``undo``:  ``DB.undo()`` of the entry whose log id is in ``zpydb_target``;
+* ``redo``:  ``DB.undo()`` of an ``undo`` entry (undoing an undo re-applies it);
+* ``init``:  creation of the data root (never undone).
+
+The log (``DB.undoInfo``; its ``filter`` argument does not travel over ZEO, so
+the walk filters here) is read newest first:
+
+* **undo** target: the newest ``write``/``redo`` not cancelled by a newer
+  ``undo`` (each ``undo`` seen cancels its target);
+* **redo** target: the newest ``undo`` not already redone, stopping at the first
+  ``write``: a new change ends the redo chain, as in an editor.
+
+Because the state is the log itself, it is the same for every client and
+survives restarts.  Packing the storage trims the log, and with it how far back
+undo can go.
+"""
+
+import datetime
+
+from . import errors
+from .session import DATA_KEY, describe_transaction, translate_errors
+
+TARGET_KEY = "zpydb_target"
+BATCH = 100
+MAX_WALK = 1_000_000
+
+
+def undo(session):
+    """Undo the newest change still in effect; UndoError when there is none."""
+    target = _find(session, _undo_target, "nothing to undo")
+    _apply(session, target, "undo")
+
+
+def redo(session):
+    """Re-apply the most recently undone change; UndoError when there is none."""
+    target = _find(session, _redo_target, "nothing to redo")
+    _apply(session, target, "redo")
+
+
+def history(session, n=10):
+    """The newest ``n`` zpydb changes, newest first, as plain dicts."""
+    _require_undo(session)
+    changes = []
+    for entry in _entries(session):
+        if entry.get(DATA_KEY) in ("write", "undo", "redo"):
+            changes.append(_describe(entry))
+            if len(changes) >= n:
+                break
+    return changes
+
+
+def _describe(entry):
+    return {
+        "time": datetime.datetime.fromtimestamp(entry["time"]),
+        "user": str(entry.get("user_name", "")).lstrip("/ ").strip(),
+        "note": _text(entry.get("description", "")),
+        "kind": entry.get(DATA_KEY),
+    }
+
+
+def _text(value):
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+def _entries(session):
+    """The undo log, newest first, in batches (bounded by MAX_WALK entries)."""
+    first = 0
+    with translate_errors(session.name):
+        while first < MAX_WALK:
+            batch = session.db.undoInfo(first, first + BATCH)
+            yield from batch
+            if len(batch) < BATCH:
+                return
+            first += BATCH
+
+
+def _undo_target(entries):
+    cancelled = set()
+    for entry in entries:
+        kind = entry.get(DATA_KEY)
+        if kind in ("write", "redo"):
+            if entry["id"] not in cancelled:
+                return entry
+        elif kind == "undo":
+            cancelled.add(entry.get(TARGET_KEY))
+        elif kind == "init":
+            return None
+    return None
+
+
+def _redo_target(entries):
+    redone = set()
+    for entry in entries:
+        kind = entry.get(DATA_KEY)
+        if kind == "redo":
+            redone.add(entry.get(TARGET_KEY))
+        elif kind == "undo":
+            if entry["id"] not in redone:
+                return entry
+        elif kind in ("write", "init"):
+            return None
+    return None
+
+
+def _find(session, choose, nothing):
+    _require_undo(session)
+    target = choose(_entries(session))
+    if target is None:
+        raise errors.UndoError(nothing)
+    return target
+
+
+def _require_undo(session):
+    if not session.db.supportsUndo():
+        raise errors.UndoError(
+            f"{session.name} keeps no undo log (memory:// and demo storages have none); "
+            f"use a file, ZEO or history-preserving PostgreSQL database for undo/redo")
+
+
+def _apply(session, entry, kind):
+    note = f"{kind}: {_text(entry.get('description', ''))}"
+    tm, _conn = session.connection()
+    try:
+        with translate_errors(session.name):
+            txn = tm.begin()
+            session.db.undo(entry["id"], txn)
+            describe_transaction(txn, note, kind, **{TARGET_KEY: entry["id"]})
+            tm.commit()
+    except errors.UndoError as exc:
+        tm.abort()
+        raise errors.UndoError(
+            f"cannot {kind} {_text(entry.get('description', ''))!r}: a later change touched "
+            f"the same data ({exc}); nothing was changed") from None
+    except Exception:
+        tm.abort()
+        raise
