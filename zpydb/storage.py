@@ -19,6 +19,7 @@ import os
 import shutil
 import tempfile
 import textwrap
+import threading
 from dataclasses import dataclass, field, fields
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
@@ -35,6 +36,9 @@ DEFAULT_DIR = "var"
 ZEO_DEFAULT_PORT = 8100
 
 #: zodburi scheme -> the pip extra that provides it, for a helpful message.
+_shared = {}  # file URL -> OpenDatabase, see open_database
+_shared_lock = threading.RLock()
+
 EXTRAS = {"postgres": "postgres", "mysql": "mysql", "oracle": "oracle", "sqlite": "sqlite"}
 
 
@@ -126,6 +130,7 @@ class OpenDatabase:
         self.name = describe(url)
         self.options = options
         self.cleanup_dirs = list(cleanup_dirs)
+        self.users = 1
 
     @property
     def storage(self):
@@ -136,28 +141,68 @@ class OpenDatabase:
         return isinstance(self.db.storage, ClientStorage)
 
     def close(self):
+        with _shared_lock:
+            self.users -= 1
+            if self.users > 0:
+                return
+            _shared.pop(self.url, None)
         self.db.close()
         for directory in self.cleanup_dirs:
             shutil.rmtree(directory, ignore_errors=True)
 
 
 def open_database(url=None, options=None):
-    """Open ``url`` (see :func:`normalize_url`) and return an :class:`OpenDatabase`."""
+    """Open ``url`` (see :func:`normalize_url`) and return an :class:`OpenDatabase`.
+
+    An embedded FileStorage can be open in one process only (it holds a lock
+    file), so connecting twice to the same file in one process shares one
+    ``ZODB.DB``; each connect still gets its own connections and transactions.
+    """
     options = options or Options()
     url = normalize_url(url)
     scheme = scheme_of(url)
     cleanup = []
     if scheme == "file":
-        _make_parent_dirs(url)
+        with _shared_lock:
+            if url in _shared:
+                _shared[url].users += 1
+                return _shared[url]
+            _make_parent_dirs(url)
+            opened = _open(url, options, cleanup)
+            _shared[url] = opened
+            return opened
+    return _open(url, options, cleanup)
+
+
+def _open(url, options, cleanup):
+    scheme = scheme_of(url)
     if scheme == "zeo":
         url, cleanup = _zeo_url(url, options)
-    factory, dbkw = _resolve(url)
-    storage = _open_storage(factory, url)
+    try:
+        factory, dbkw = _resolve(url)
+        storage = _open_storage(factory, url)
+    except BaseException:
+        for directory in cleanup:
+            shutil.rmtree(directory, ignore_errors=True)
+        raise
     if isinstance(storage, ClientStorage):
-        storage.server_sync = options.fresh_reads
+        _set_server_sync(storage, options.fresh_reads)
     dbkw.setdefault("cache_size", options.connection_cache_size)
     db = ZODB.DB(storage, **dbkw)
     return OpenDatabase(db, url, options, cleanup)
+
+
+def _set_server_sync(storage, enabled):
+    """Turn ZEO's ``server_sync`` on for a storage zodburi already connected.
+
+    zodburi's ``zeo://`` does not pass ``server_sync``, and ClientStorage reads
+    the flag when a connection is made (``notify_connected`` then binds
+    ``sync`` to ``ping``).  Set the flag for reconnects and bind it now, as
+    ``notify_connected`` would have.
+    """
+    storage.server_sync = enabled
+    if enabled and hasattr(storage, "ping"):
+        storage.sync = storage.ping
 
 
 def _resolve(url):

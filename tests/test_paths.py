@@ -1,0 +1,234 @@
+"""Lazy paths, reads and writes (paths.py, ops.py), on every backend."""
+
+import pytest
+
+import zpydb
+from tests.helpers import last_note, transaction_count
+
+
+def test_paths_are_lazy_and_do_no_io(db):
+    before = transaction_count(db)
+    path = db["a"][0]["b"]          # nothing exists there: building it must not fail
+    assert path._expr() == "db['a'][0]['b']"
+    db.close()
+    path = db["still"]["lazy"]      # even on a closed database
+    assert isinstance(path, zpydb.Path)
+    assert before >= 1
+
+
+def test_run_returns_plain_copies(db):
+    db["d"] = {"k": [1, {"x": (1, 2)}], "b": b"\x00"}
+    value = db["d"]._run()
+    assert value == {"k": [1, {"x": (1, 2)}], "b": b"\x00"}
+    assert type(value) is dict and type(value["k"]) is list and type(value["k"][1]) is dict
+    value["k"].append(99)
+    value["new"] = 1
+    assert db["d"]._run() == {"k": [1, {"x": (1, 2)}], "b": b"\x00"}
+
+
+def test_scalars_round_trip(db):
+    for value in [0, -5, 2**70, 1.5, True, False, None, "", "é", b"bytes", (1, "a", (2.5,))]:
+        db["v"] = value
+        got = db["v"]._run()
+        assert got == value and type(got) is type(value)
+
+
+def test_slices_and_negative_indexes(db):
+    db["l"] = range(10)
+    assert db["l"][-1]._run() == 9
+    assert db["l"][2:5]._run() == [2, 3, 4]
+    assert db["l"][::-3]._run() == [9, 6, 3, 0]
+    assert db["l"][1:4][0]._run() == 1
+    db["l"][-2] = "minus two"
+    db["l"][0:3] = ["a"]
+    assert db["l"]._run() == ["a", 3, 4, 5, 6, 7, "minus two", 9]
+    del db["l"][1:3]
+    del db["l"][-1]
+    assert db["l"]._run() == ["a", 5, 6, 7, "minus two"]
+
+
+def test_list_methods(db):
+    db["l"] = [3, 1, 2]
+    db["l"].append([4])
+    db["l"][3].append(5)
+    db["l"].extend(range(2))
+    db["l"].insert(0, "first")
+    assert db["l"]._run() == ["first", 3, 1, 2, [4, 5], 0, 1]
+    assert db["l"].pop() == 1
+    assert db["l"].pop(0) == "first"
+    db["l"].remove([4, 5])
+    db["l"].sort()
+    assert db["l"]._run() == [0, 1, 2, 3]
+    db["l"].sort(reverse=True)
+    db["l"].reverse()
+    assert db["l"]._run() == [0, 1, 2, 3]
+    assert db["l"].index(2) == 2 and db["l"].count(3) == 1
+    db["l"].sort(key=lambda v: -v)
+    assert db["l"]._run() == [3, 2, 1, 0]
+    db["l"].clear()
+    assert db["l"]._run() == []
+
+
+def test_dict_methods(db):
+    db["d"] = {"a": 1}
+    db["d"].update({"b": 2}, c=3)
+    assert db["d"].setdefault("a", 100) == 1
+    assert db["d"].setdefault("z", [1]) == [1]
+    assert db["d"].get("a") == 1 and db["d"].get("nope", "dflt") == "dflt"
+    assert db["d"].get(5) is None          # a key of another type is simply absent
+    assert sorted(db["d"].keys()) == ["a", "b", "c", "z"]
+    assert sorted(db["d"].values(), key=repr) == sorted([1, 2, 3, [1]], key=repr)
+    assert dict(db["d"].items()) == {"a": 1, "b": 2, "c": 3, "z": [1]}
+    assert db["d"].pop("b") == 2 and db["d"].pop("b", None) is None
+    assert db["d"].popitem() == ("z", [1])   # the largest key: BTrees are ordered
+    db["d"].clear()
+    assert db["d"]._run() == {}
+
+
+def test_read_protocols(db):
+    db["d"] = {"a": 1, "b": 2}
+    db["l"] = [1, [2]]
+    assert len(db["d"]) == 2 and len(db["l"]) == 2 and len(db) == 2
+    assert "a" in db["d"] and "q" not in db["d"] and 1 not in db["d"]
+    assert [2] in db["l"] and 3 not in db["l"]
+    assert sorted(db["d"]) == ["a", "b"] and list(db["l"]) == [1, [2]]
+    assert db["d"] == {"a": 1, "b": 2} and db["l"] != [1]
+    assert db["l"][0] + 1 == 2 and bool(db["l"])
+    assert repr(db["d"]) == "{'a': 1, 'b': 2}"
+
+
+def test_reads_never_write_a_transaction(db):
+    db["d"] = {"a": [1, 2, 3]}
+    before = transaction_count(db)
+    db["d"]._run(); len(db["d"]); "a" in db["d"]; list(db["d"])  # noqa: E702
+    db["d"].get("a"); db["d"].keys(); db["d"].values(); db["d"].items()  # noqa: E702
+    db["d"]["a"].index(2); db["d"]["a"].count(1); db["d"] == {}; repr(db)  # noqa: E702
+    assert transaction_count(db) == before
+
+
+def test_each_write_is_one_transaction_with_a_readable_note(db):
+    before = transaction_count(db)
+    db["l"] = range(10)
+    db["l"][4] = ["a", "b", "c"]
+    assert last_note(db) == "db['l'][4] = ['a', 'b', 'c']"
+    db["l"][4].append("d")
+    assert last_note(db) == "db['l'][4].append('d')"
+    del db["l"][0]
+    assert last_note(db) == "del db['l'][0]"
+    assert transaction_count(db) == before + 3 + 0 + 1 - 0
+    entry = db.history(1)[0]
+    assert entry["user"] and entry["kind"] == "write"
+
+
+def test_augmented_assignment_is_one_transaction(db):
+    db["n"] = 1
+    before = transaction_count(db)
+    db["n"] += 41
+    assert db["n"]._run() == 42
+    assert transaction_count(db) == before + 1
+    assert last_note(db) == "db['n'] += 41"
+    db["s"] = "ab"
+    db["s"] += "c"
+    db["l"] = [1]
+    db["l"] += [2, 3]
+    db["n"] -= 2
+    db["n"] *= 2
+    assert (db["s"]._run(), db["l"]._run(), db["n"]._run()) == ("abc", [1, 2, 3], 80)
+
+
+def test_path_value_is_copied_in_the_same_transaction(db):
+    db["a"] = {"x": [1, 2]}
+    db["b"] = db["a"]
+    db["a"]["x"].append(3)
+    assert db["b"]._run() == {"x": [1, 2]}
+
+
+def test_missing_key_error_names_the_path(db):
+    db["a"] = {"b": {"c": 1}}
+    with pytest.raises(KeyError) as info:
+        db["a"]["b"]["nope"]._run()
+    assert isinstance(info.value, zpydb.KeyNotFoundError)
+    assert info.value.path == "db['a']['b']['nope']"
+    assert "db['a']['b']['nope']" in str(info.value)
+    with pytest.raises(zpydb.KeyNotFoundError):
+        db["a"][3]._run()                   # int key on a str-keyed dict: absent, no TypeError
+    with pytest.raises(zpydb.KeyNotFoundError):
+        del db["a"]["zzz"]
+
+
+def test_bad_index_and_scalar_errors(db):
+    db["l"] = [1, 2]
+    db["s"] = 5
+    with pytest.raises(IndexError) as info:
+        db["l"][5]._run()
+    assert isinstance(info.value, zpydb.BadIndexError) and "db['l'][5]" in str(info.value)
+    with pytest.raises(zpydb.BadIndexError):
+        db["l"][2] = 0
+    with pytest.raises(TypeError) as info:
+        db["s"]["x"]._run()
+    assert isinstance(info.value, zpydb.NotAContainerError) and "db['s']" in str(info.value)
+    with pytest.raises(zpydb.NotAContainerError):
+        db["l"].update({})
+    with pytest.raises(zpydb.NotAContainerError):
+        db["l"]["key"]._run()
+    with pytest.raises(ValueError):
+        db["l"].remove(99)
+
+
+def test_failed_writes_leave_nothing_behind(db):
+    db["d"] = {"a": 1}
+    before = transaction_count(db)
+    with pytest.raises(TypeError):
+        db["x"] = {"ok": 1, "bad": object()}
+    with pytest.raises(zpydb.UnstorableValueError) as info:
+        db["d"]["f"] = [1, {2, 3}]
+    assert info.value.path == "db['d']['f'][1]"
+    with pytest.raises(zpydb.UnorderableKeyError):
+        db["d"].update({"b": 2, 3: "c"})     # mixed keys: nothing of the update lands
+    with pytest.raises(zpydb.UnorderableKeyError):
+        db["d"][7] = "int key next to str keys"
+    assert db._run() == {"d": {"a": 1}}
+    assert transaction_count(db) == before
+
+
+def test_unorderable_keys_in_a_new_dict(db):
+    with pytest.raises(zpydb.UnorderableKeyError) as info:
+        db["m"] = {"a": 1, 2: "b"}
+    assert "'a'" in str(info.value) and "2" in str(info.value) and "db['m']" in str(info.value)
+    assert "m" not in db
+
+
+def test_tuple_keys_as_in_pyzdb_locks(db):
+    db["locks"] = {}
+    db["locks"][("l", 4)] = True
+    db["locks"][("l", 5)] = False
+    assert db["locks"][("l", 4)]._run() is True
+    assert ("l", 5) in db["locks"] and ("m", 1) not in db["locks"]
+    del db["locks"][("l", 4)]
+    assert db["locks"]._run() == {("l", 5): False}
+
+
+def test_numeric_keys(db):
+    db["ints"] = {1: "a", 2.5: "b", 3: "c"}
+    assert db["ints"][2.5]._run() == "b" and db["ints"].keys() == [1, 2.5, 3]
+
+
+def test_writes_through_a_slice_are_refused(db):
+    db["l"] = [[1], [2]]
+    with pytest.raises(zpydb.NotAContainerError):
+        db["l"][0:1][0].append(3)
+    assert db["l"]._run() == [[1], [2]]
+
+
+def test_second_client_sees_writes_immediately(backend):
+    first, second = backend.connect(), backend.connect()
+    first["x"] = 1
+    assert second["x"]._run() == 1
+    second["x"] += 1
+    assert first["x"]._run() == 2
+
+
+def test_local_read_option_is_accepted(backend):
+    db = backend.connect(fresh_reads=False)
+    db["x"] = 5
+    assert db["x"]._run() == 5

@@ -1,0 +1,151 @@
+"""JSON export and import of the whole tree or of one path.
+
+JSON has only str keys and no bytes or tuples, so values JSON cannot express
+are written as one-key tagged objects, and read back the same way:
+
+* ``{"$bytes": "<base64>"}``      bytes
+* ``{"$tuple": [...]}``          a tuple
+* ``{"$dict": [[key, value], ...]}`` a dict whose keys are not all str
+* ``{"$file": {...}}``          a zpydb.File (see zpydb/files.py), when present
+
+A plain JSON document (no ``$`` tags) imports as-is.  Import writes in one
+transaction block: it either all lands or none of it does.
+"""
+
+import ast
+import base64
+import json
+import sys
+
+from tqdm import tqdm
+
+from .errors import Error
+
+#: Other modules (files.py) register (type, encode) and (tag, decode) pairs.
+encoders = []
+decoders = {}
+PROGRESS_MIN_ITEMS = 1000
+
+
+def encode(value):
+    """A plain value -> a JSON-ready value, tagging what JSON cannot express."""
+    if isinstance(value, dict):
+        if all(isinstance(k, str) for k in value):
+            return {k: encode(v) for k, v in value.items()}
+        return {"$dict": [[encode(k), encode(v)] for k, v in value.items()]}
+    if isinstance(value, list):
+        return [encode(v) for v in value]
+    if isinstance(value, tuple):
+        return {"$tuple": [encode(v) for v in value]}
+    if isinstance(value, bytes):
+        return {"$bytes": base64.b64encode(value).decode("ascii")}
+    for value_type, encoder in encoders:
+        if isinstance(value, value_type):
+            return encoder(value)
+    return value
+
+
+def decode(value):
+    """The inverse of :func:`encode`."""
+    if isinstance(value, list):
+        return [decode(v) for v in value]
+    if isinstance(value, dict):
+        if len(value) == 1:
+            (tag, inner), = value.items()
+            if tag == "$bytes":
+                return base64.b64decode(inner)
+            if tag == "$tuple":
+                return tuple(decode(v) for v in inner)
+            if tag == "$dict":
+                return {_hashable(decode(k)): decode(v) for k, v in inner}
+            if tag in decoders:
+                return decoders[tag](inner)
+        return {k: decode(v) for k, v in value.items()}
+    return value
+
+
+def _hashable(key):
+    return tuple(key) if isinstance(key, list) else key
+
+
+def parse_path(text):
+    """``"db['a'][0]"`` -> ``('a', 0)``; only literal subscripts are accepted."""
+    try:
+        node = ast.parse(text.strip(), mode="eval").body
+    except SyntaxError as exc:
+        raise Error(f"not a path: {text!r} ({exc.msg})") from None
+    steps = []
+    while isinstance(node, ast.Subscript):
+        steps.append(_literal_step(node.slice, text))
+        node = node.value
+    if not (isinstance(node, ast.Name) and node.id == "db"):
+        raise Error(f"a path must start with db, like db['key'][0]: {text!r}")
+    return tuple(reversed(steps))
+
+
+def _literal_step(node, text):
+    if isinstance(node, ast.Slice):
+        parts = [None if p is None else _literal(p, text) for p in (node.lower, node.upper, node.step)]
+        return slice(*parts)
+    return _literal(node, text)
+
+
+def _literal(node, text):
+    try:
+        return ast.literal_eval(node)
+    except ValueError:
+        raise Error(f"path subscripts must be literals: {text!r}") from None
+
+
+def export_json(db, steps=(), stream=None, indent=None, progress=True):
+    """Write the value at ``steps`` as JSON to ``stream``; returns the item count."""
+    stream = stream or sys.stdout
+    path = _path(db, steps)
+    value = path._run()
+    items = list(value.items()) if isinstance(value, dict) else None
+    if items is None or len(items) < PROGRESS_MIN_ITEMS:
+        json.dump(encode(value), stream, indent=indent)
+        stream.write("\n")
+        return len(value) if hasattr(value, "__len__") else 1
+    plain_keys = all(isinstance(k, str) for k, _ in items)
+    if not plain_keys:
+        json.dump(encode(value), stream, indent=indent)
+        stream.write("\n")
+        return len(items)
+    stream.write("{")
+    for number, (key, item) in enumerate(tqdm(items, desc="export", unit="key",
+                                               disable=not progress, file=sys.stderr)):
+        stream.write(("," if number else "") + json.dumps(key) + ":" +
+                     json.dumps(encode(item), indent=indent))
+    stream.write("}\n")
+    return len(items)
+
+
+def import_json(db, stream, steps=(), progress=True):
+    """Read JSON from ``stream`` and store it at ``steps`` in one transaction block.
+
+    At the root the document must be an object; its keys are added to (and
+    replace the same keys in) the database.  Returns the number of keys/items.
+    """
+    try:
+        document = decode(json.load(stream))
+    except json.JSONDecodeError as exc:
+        raise Error(f"the input is not valid JSON: {exc}") from None
+    if not steps:
+        if not isinstance(document, dict):
+            raise Error("importing at the root needs a JSON object (a dict of keys)")
+        with db.transaction() as t:
+            for key, value in tqdm(list(document.items()), desc="import", unit="key",
+                                   disable=not progress or len(document) < PROGRESS_MIN_ITEMS,
+                                   file=sys.stderr):
+                t[key] = value
+        return len(document)
+    with db.transaction() as t:
+        _path(t, steps[:-1])[steps[-1]] = document
+    return len(document) if hasattr(document, "__len__") else 1
+
+
+def _path(root, steps):
+    for step in steps:
+        root = root[step]
+    return root
