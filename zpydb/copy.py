@@ -28,7 +28,6 @@ import os
 import sys
 import time
 from dataclasses import dataclass
-from urllib.parse import parse_qsl, urlsplit
 
 from zope.interface import implementer
 from ZODB.blob import is_blob_record
@@ -120,23 +119,13 @@ class _StorageHandle:
             path = urlsplit(url).path
             if read_only and not os.path.exists(path):
                 raise URLError(name, "no such database file")
-            _storage._make_parent_dirs(url)
-        if read_only and scheme in READ_ONLY_SCHEMES:
-            url = _with_query(url, read_only="1")
-        cleanup = []
         try:
-            if scheme == "zeo":
-                url, cleanup = _storage._zeo_url(url, _storage.Options())
-            factory, _dbkw = _storage._resolve(url)
-            try:
-                storage = _storage._open_storage(factory, url)
-            except Error:
-                raise
-            except Exception as exc:
-                raise URLError(name, f"cannot open: {type(exc).__name__}: {exc}") from exc
-        except BaseException:
-            _remove_dirs(cleanup)
+            storage, _url, cleanup, _dbkw = _storage.open_storage(
+                url, _storage.Options(read_only=read_only and scheme in READ_ONLY_SCHEMES))
+        except Error:
             raise
+        except Exception as exc:
+            raise URLError(name, f"cannot open: {type(exc).__name__}: {str(exc).strip()}") from exc
         return cls(storage, name, cleanup)
 
     def close(self):
@@ -151,16 +140,6 @@ def _remove_dirs(directories):
 
     for directory in directories:
         shutil.rmtree(directory, ignore_errors=True)
-
-
-def _with_query(url, **params):
-    """Add query parameters the URL does not set already."""
-    base, _, query = url.partition("?")
-    existing = dict(parse_qsl(query))
-    extra = [f"{key}={value}" for key, value in params.items() if key not in existing]
-    if not extra:
-        return url
-    return base + "?" + "&".join(([query] if query else []) + extra)
 
 
 def _same_place(src, dst):

@@ -92,8 +92,9 @@ def runzeo_command(config=None, address=None, read_only=False, upstream=None, da
     read_only: serve a read-only replica of ``upstream`` (default 127.0.0.1:8100).
     upstream:  the primary's ``HOST:PORT`` for a replica (implies ``read_only``).
     data_dir:  directory for ``Data.fs`` and ``blobs/`` (for a replica: its blob
-               cache); created if missing.  Default for the bundled configs:
-               ``./var/zeo`` (``./var/replica`` for a replica), made absolute.
+               cache); created if missing.  Default for the bundled configs
+               (any file in ``zeo_configs/``): ``./var/zeo`` (``./var/replica``
+               for a replica), made absolute; other configs keep their own paths.
 
     The command uses only runzeo's options: ``-C config``, ``-a address`` and
     ZConfig ``-X`` overrides, so a custom config must have the sections the
@@ -102,10 +103,10 @@ def runzeo_command(config=None, address=None, read_only=False, upstream=None, da
     read_only = bool(read_only or upstream)
     if config is None:
         config = bundled_config(REPLICA_CONFIG if read_only else PRIMARY_CONFIG)
-        bundled = True
-    else:
-        bundled = False
     config = Path(config).absolute()
+    # The bundled configs get an absolute default data directory (created here);
+    # a config of your own keeps its paths unless data_dir is given.
+    bundled = config.resolve().parent == configs_dir().resolve()
     if not config.is_file():
         raise FileNotFoundError(f"ZEO config not found: {config}")
     replica = _is_replica_config(config)
@@ -235,7 +236,13 @@ def serve(args):
     if info["tls"]:
         kind += ", TLS with client certificates"
     print(f"zpydb serve: ZEO server ({kind}) listening on {info['address']}")
-    print(f"  clients: zpydb.connect('zeo://{info['address']}')")
+    if info["tls"]:
+        print(f"  clients: zpydb.connect('zeo://{info['address']}', tls_cert=..., "
+              f"tls_key=..., tls_ca=...)  (see `zpydb certs`)")
+    elif info["read_only"]:
+        print(f"  clients: zpydb.connect('zeo://{info['address']}', read_only=True)")
+    else:
+        print(f"  clients: zpydb.connect('zeo://{info['address']}')")
     for storage in info["storages"]:
         if "upstream" in storage:
             print(f"  storage {storage['name']}: replica of {storage['upstream']}"

@@ -96,7 +96,11 @@ class Shell(code.InteractiveConsole):
 
     # -- completion -------------------------------------------------------------
     def complete_keys(self, line_before, text):
-        """Keys of the dict at ``db[...]`` that start with ``text`` (for ``db[...]['te``)."""
+        """Keys of the dict at ``db[...]`` that start with ``text`` (for ``db[...]['te``).
+
+        None when the cursor is not inside a subscript of ``db`` (then names
+        are completed as in Python's own REPL).
+        """
         match = _KEY_CONTEXT.search(line_before)
         if not match:
             return None
@@ -105,9 +109,8 @@ class Shell(code.InteractiveConsole):
             keys = path._ipython_key_completions_()
         except Exception:
             return []
-        quote = match.group(2)
-        if quote:
-            return [f"{k}{quote}]" for k in keys if isinstance(k, str) and k.startswith(text)]
+        if match.group(2):  # after an open quote readline adds the closing quote itself
+            return [k for k in keys if isinstance(k, str) and k.startswith(text)]
         return [f"{k!r}]" for k in keys if repr(k).startswith(text)]
 
 

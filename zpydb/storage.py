@@ -36,6 +36,8 @@ DEFAULT_DIR = "var"
 ZEO_DEFAULT_PORT = 8100
 
 #: zodburi scheme -> the pip extra that provides it, for a helpful message.
+#: Schemes whose zodburi resolver takes ``read_only`` in the query (ZEO: see _zeo_url).
+READ_ONLY_QUERY_SCHEMES = ("file", "postgres", "mysql", "sqlite", "oracle")
 _shared = {}  # file URL -> OpenDatabase, see open_database
 _shared_lock = threading.RLock()
 
@@ -175,7 +177,36 @@ def open_database(url=None, options=None):
 
 
 def _open(url, options, cleanup):
+    storage, resolved, cleanup, dbkw = open_storage(url, options)
+    if isinstance(storage, ClientStorage):
+        _set_server_sync(storage, options.fresh_reads)
+    dbkw.setdefault("cache_size", options.connection_cache_size)
+    try:
+        db = ZODB.DB(storage, **dbkw)
+    except BaseException:
+        storage.close()
+        raise
+    opened = OpenDatabase(db, resolved, options, cleanup)
+    opened.name = describe(url)  # the user's URL, not a generated TLS config file
+    return opened
+
+
+def open_storage(url, options=None):
+    """Open the bare storage behind ``url``, without a ``ZODB.DB`` on top.
+
+    ``ZODB.DB`` commits a root object into an empty storage; tools that need
+    the storage untouched (``zpydb copy`` into an empty destination) use this.
+    Returns ``(storage, resolved_url, cleanup_dirs, dbkw)``; the caller closes
+    the storage and removes ``cleanup_dirs``.
+    """
+    options = options or Options()
+    url = normalize_url(url)
     scheme = scheme_of(url)
+    cleanup = []
+    if scheme == "file":
+        _make_parent_dirs(url)
+    if options.read_only and scheme in READ_ONLY_QUERY_SCHEMES:
+        url = _add_query(url, read_only="1")
     if scheme == "zeo":
         url, cleanup = _zeo_url(url, options)
     try:
@@ -185,11 +216,14 @@ def _open(url, options, cleanup):
         for directory in cleanup:
             shutil.rmtree(directory, ignore_errors=True)
         raise
-    if isinstance(storage, ClientStorage):
-        _set_server_sync(storage, options.fresh_reads)
-    dbkw.setdefault("cache_size", options.connection_cache_size)
-    db = ZODB.DB(storage, **dbkw)
-    return OpenDatabase(db, url, options, cleanup)
+    return storage, url, cleanup, dbkw
+
+
+def _add_query(url, **params):
+    base, _, query = url.partition("?")
+    merged = dict(parse_qsl(query))
+    merged.update(params)
+    return base + "?" + urlencode(merged)
 
 
 def _set_server_sync(storage, enabled):
@@ -289,6 +323,7 @@ def _tls_zconfig_url(parts, query, options):
         """).format(settings="\n  ".join(lines), cert=os.path.abspath(options.tls_cert),
                     key=os.path.abspath(options.tls_key), ca=os.path.abspath(options.tls_ca),
                     hostname=hostname)
+    config = config.replace("$", "$$")  # ZConfig substitutes $names; paths may hold a $
     config_dir = tempfile.mkdtemp(prefix="zpydb-tls-")
     path = os.path.join(config_dir, "client.conf")
     with open(path, "w") as stream:

@@ -1,0 +1,119 @@
+"""Undo/redo from ZODB's transaction log (undo.py), on every backend."""
+
+import pytest
+
+import zpydb
+from tests.helpers import transaction_count
+
+
+def test_undo_walks_back_and_redo_forward(db):
+    db["x"] = 1
+    db["x"] = 2
+    db["x"] = 3
+    db.undo()
+    assert db["x"]._run() == 2
+    db.undo()
+    assert db["x"]._run() == 1
+    db.redo()
+    assert db["x"]._run() == 2
+    db.redo()
+    assert db["x"]._run() == 3
+    with pytest.raises(zpydb.UndoError, match="nothing to redo"):
+        db.redo()
+
+
+def test_new_write_ends_the_redo_chain(db):
+    db["x"] = 1
+    db["x"] = 2
+    db.undo()
+    db["y"] = "new"
+    with pytest.raises(zpydb.UndoError):
+        db.redo()
+    assert db._run() == {"x": 1, "y": "new"}
+
+
+def test_undo_of_a_redo_and_redo_again(db):
+    db["x"] = 1
+    db.undo()
+    db.redo()
+    db.undo()
+    assert "x" not in db
+    db.redo()
+    assert db["x"]._run() == 1
+
+
+def test_nothing_to_undo(db):
+    with pytest.raises(zpydb.UndoError, match="nothing to undo"):
+        db.undo()
+    db["a"] = 1
+    db.undo()
+    before = transaction_count(db)
+    with pytest.raises(zpydb.UndoError):
+        db.undo()
+    assert transaction_count(db) == before
+
+
+def test_undo_is_shared_by_every_client_and_survives_reopen(backend):
+    first = backend.connect()
+    first["x"] = "from first"
+    second = backend.connect()
+    second.undo()                         # undoes first's change
+    assert "x" not in first
+    second.close()
+    first.close()
+    third = backend.connect()
+    third.redo()
+    assert third["x"]._run() == "from first"
+
+
+def test_undo_blocked_by_a_later_change_changes_nothing(db):
+    db["l"] = [1]
+    db["l"].append(2)
+    # A raw ZODB commit (not made through zpydb) touches the same list, so
+    # undoing zpydb's append would lose it: ZODB refuses.
+    session = db._session
+    tm, conn = session.open_private()
+    tm.begin()
+    conn.root()["zpydb"]["l"].append(3)
+    tm.commit()
+    conn.close()
+    before = transaction_count(db)
+    with pytest.raises(zpydb.UndoError, match="later change"):
+        db.undo()
+    assert db["l"]._run() == [1, 2, 3]
+    assert transaction_count(db) == before
+
+
+def test_history(db):
+    db["a"] = 1
+    db["a"] += 1
+    db.undo()
+    entries = db.history(3)
+    assert [e["note"] for e in entries] == ["undo: db['a'] += 1", "db['a'] += 1", "db['a'] = 1"]
+    assert [e["kind"] for e in entries] == ["undo", "write", "write"]
+    assert all(e["user"] for e in entries)
+    assert entries[0]["time"] >= entries[1]["time"]
+
+
+def test_transaction_block_is_one_undo_step(db):
+    with db.transaction() as t:
+        t["a"] = 1
+        t["b"] = 2
+    db.undo()
+    assert db._run() == {}
+
+
+def test_memory_storage_has_no_undo():
+    with zpydb.connect("memory://") as db:
+        db["x"] = 1
+        with pytest.raises(zpydb.UndoError, match="no undo"):
+            db.undo()
+        assert db["x"]._run() == 1
+
+
+def test_save_is_a_harmless_no_op(db):
+    db["x"] = 1
+    before = transaction_count(db)
+    assert db.save() is None
+    assert transaction_count(db) == before
+    assert "anything left to save" in zpydb.Database.save.__doc__
