@@ -27,6 +27,7 @@ one.
 import os
 import sys
 import time
+from urllib.parse import urlsplit
 from dataclasses import dataclass
 
 from zope.interface import implementer
