@@ -24,7 +24,7 @@ from BTrees.OOBTree import OOBTree
 from ZEO.Exceptions import ClientDisconnected
 
 from . import errors
-from .storage import OpenDatabase
+from .storage import SERVER_BEHIND_MESSAGE, OpenDatabase, server_behind_cache
 
 DATA_KEY = "zpydb"  # the OOBTree under ZODB's root PersistentMapping that holds db's keys
 NOTE_LIMIT = 300
@@ -116,7 +116,8 @@ class Session:
     def read(self, func):
         """Run ``func(data_root)`` in a fresh read transaction; never commits."""
         tm, conn = self.connection(replica=True)
-        with translate_errors(self.name):
+        self.check_server(conn.db().storage)
+        with translate_errors(self.name, conn.db().storage):
             tm.begin()
             try:
                 return func(data_root(conn), conn)
@@ -131,8 +132,13 @@ class Session:
             describe_transaction(tm.get(), note)
             return func(data_root(conn), conn)
 
-        with translate_errors(self.name):
+        with translate_errors(self.name, self.db.storage):
             return tm.run(_, tries=self.options.retries)
+
+    def check_server(self, storage):
+        """Refuse to read a ZEO client cache that is newer than its server."""
+        if server_behind_cache(storage):
+            raise errors.DisconnectedError(f"{self.name}: {SERVER_BEHIND_MESSAGE}")
 
     def close(self):
         if self.closed:
@@ -171,11 +177,13 @@ def describe_transaction(txn, note, kind="write", **extension):
 
 
 @contextmanager
-def translate_errors(name):
+def translate_errors(name, storage=None):
     """ZODB/ZEO exceptions -> zpydb errors that say what happened in plain words."""
     try:
         yield
     except ClientDisconnected as exc:
+        if server_behind_cache(storage):
+            raise errors.DisconnectedError(f"{name}: {SERVER_BEHIND_MESSAGE}") from None
         raise errors.DisconnectedError(
             f"the server of {name} did not answer in time ({exc}); nothing was applied; "
             f"the client reconnects by itself when the server is back") from None

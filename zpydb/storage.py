@@ -239,6 +239,29 @@ def _set_server_sync(storage, enabled):
         storage.sync = storage.ping
 
 
+def server_behind_cache(storage):
+    """True when a ZEO server refused this client because its data is older than our cache.
+
+    That happens when the server was restored from an older backup: ZEO logs
+    "Client cache is out of sync with the server", refuses to register, and
+    keeps retrying; cached objects would still be readable, silently stale.
+    (ZEO exposes the outcome only as its client's ``verify_result``.)
+    """
+    if not isinstance(storage, ClientStorage):
+        return False
+    client = getattr(getattr(storage, "_server", None), "client", None)
+    return getattr(client, "verify_result", None) == "Cache newer than server"
+
+
+SERVER_BEHIND_MESSAGE = (
+    "the server's data is OLDER than what this client has already seen: it was probably "
+    "restored from an older backup, so changes acknowledged after that backup are not on "
+    "the server. zpydb refuses to serve the stale cached data. To recover: restore a newer "
+    "backup if you have one; otherwise close this client, delete its persistent cache "
+    "(the .zec file under cache_dir, if you set one) and connect again to continue from "
+    "the server's older state")
+
+
 def _resolve(url):
     try:
         return zodburi.resolve_uri(url)
@@ -286,6 +309,10 @@ def _zeo_url(url, options):
         query.setdefault("client", "zpydb")
     if options.read_only:
         query["read_only"] = "1"
+    else:
+        # A read-only server (a replica) refuses read-write clients outright;
+        # fall back to a read-only connection so writes get a clear ReadOnlyError.
+        query.setdefault("read_only_fallback", "1")
     if options.tls:
         config_url, config_dir = _tls_zconfig_url(parts, query, options)
         return config_url, cleanup + [config_dir]
@@ -307,6 +334,8 @@ def _tls_zconfig_url(parts, query, options):
              f"cache-size {query['cache_size']}"]
     if query.get("read_only") == "1":
         lines.append("read-only true")
+    if query.get("read_only_fallback") == "1":
+        lines.append("read-only-fallback true")
     if "var" in query:
         lines.append(f"cache-path {os.path.join(query['var'], query['client'] + '.zec')}")
     config = textwrap.dedent("""\
