@@ -50,7 +50,7 @@ class Database(Path):
         """``with db.transaction() as t:`` — several statements, one transaction."""
         return TransactionContext(self._session, _block_root)
 
-    def atomic(self, func=None, *, tries=5):
+    def atomic(self, func=None, *, tries=10):
         """Run ``func(t)`` atomically, retrying on conflict; usable as a decorator."""
         if func is None:
             return lambda f: self.atomic(f, tries=tries)

@@ -7,9 +7,13 @@ as plain Python, and :func:`write` applies one change.  The proxies in
 transaction.  Keeping the node-level work here means autocommit statements and
 statements inside ``db.transaction()`` blocks behave identically.
 
-``visit`` (when given) is called with every persistent object a statement
-reads; transaction blocks pass ``connection.readCurrent`` so a concurrent change
-to anything the block read fails its commit.
+``visit`` (when given) is called with every persistent object a *read*
+looks at: the bucket that holds each key on the way down, and everything in
+the value read.  Transaction blocks pass a function that registers them with
+``connection.readCurrent``, so a concurrent change to anything the block read
+fails its commit.  Writes register nothing (a blind write, like an autocommit
+statement, relies on ZODB's store-time conflict check, and BTrees merge
+concurrent changes to different keys).
 """
 
 from BTrees.OOBTree import OOBTree
@@ -44,7 +48,8 @@ def _format_step(step):
 def traverse(root, steps, visit=None, for_write=False):
     """The node at ``steps`` below ``root``; errors name the failing path."""
     node = root
-    _visit(visit, node, None)
+    if for_write:
+        visit = None
     for depth, step in enumerate(steps):
         if for_write and isinstance(step, slice):
             raise NotAContainerError(format_path(steps[:depth + 1]),
@@ -70,7 +75,6 @@ def child(node, step, steps, visit=None):
         raise NotAContainerError(format_path(steps),
                                  f"{format_path(steps[:-1])} is a {nodes.type_name(node)}, "
                                  f"not a dict or list")
-    _visit(visit, value, None)
     return value
 
 
@@ -94,6 +98,15 @@ def _check_index(lst, index, path):
     if not -len(lst) <= index < len(lst):
         raise BadIndexError(f"{path}[{index}]",
                             f"index {index} out of range for a list of {len(lst)} items")
+
+
+def _visit_all(visit, node):
+    """Register ``node`` and everything below it (a whole value was read)."""
+    if visit is None or not nodes.is_container(node):
+        return
+    _visit(visit, node, None)
+    for item in (node.values() if nodes.is_dict_node(node) else node):
+        _visit_all(visit, item)
 
 
 def _visit(visit, node, key):
@@ -136,12 +149,15 @@ def bucket_path(tree, key=None):
 # -- reading ---------------------------------------------------------------
 
 def read(root, steps, visit=None):
-    return nodes.to_plain(traverse(root, steps, visit))
+    node = traverse(root, steps, visit)
+    _visit_all(visit, node)
+    return nodes.to_plain(node)
 
 
 def call_reader(root, steps, name, args, kwargs, visit=None):
     """Read methods (``get``, ``keys``, ``index``, ...): plain results, no writes."""
     node = traverse(root, steps, visit)
+    _visit_all(visit, node)
     path = format_path(steps)
     if name == "len":
         _require_container(node, path)

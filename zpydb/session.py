@@ -15,7 +15,9 @@ connections keep their object caches warm between statements).
 """
 
 import getpass
+import random
 import threading
+import time
 from contextlib import contextmanager
 
 import transaction
@@ -125,15 +127,22 @@ class Session:
                 tm.abort()
 
     def write(self, func, note):
-        """Run ``func(data_root, conn)`` as one durable transaction, retrying conflicts."""
+        """Run ``func(data_root, conn)`` as one durable transaction, retrying conflicts.
+
+        ``TransactionManager.attempts()`` begins a fresh transaction per attempt
+        and retries transient errors (ConflictError); a single statement is
+        safe to re-run.  Attempts are spaced by a short jittered back-off so
+        clients hammering one key take turns instead of colliding again.
+        """
         tm, conn = self.connection()
-
-        def _():
-            describe_transaction(tm.get(), note)
-            return func(data_root(conn), conn)
-
         with translate_errors(self.name, self.db.storage):
-            return tm.run(_, tries=self.options.retries)
+            for number, attempt in enumerate(tm.attempts(self.options.retries)):
+                if number:
+                    back_off(number)
+                with attempt:
+                    describe_transaction(tm.get(), note)
+                    result = func(data_root(conn), conn)
+        return result
 
     def check_server(self, storage):
         """Refuse to read a ZEO client cache that is newer than its server."""
@@ -155,6 +164,11 @@ class Session:
         self.opened.close()
         if self.read_opened:
             self.read_opened.close()
+
+
+def back_off(number, base=0.002, cap=0.25):
+    """Sleep before retry ``number`` (1, 2, ...): doubling, capped, jittered."""
+    time.sleep(min(cap, base * 2 ** (number - 1)) * (0.5 + random.random()))
 
 
 def data_root(conn):

@@ -65,8 +65,8 @@ class Options:
     tls_key: str = None
     tls_ca: str = None
     tls_server_hostname: str = None
-    #: Transaction retries of an autocommit statement on ConflictError.
-    retries: int = 5
+    #: Attempts of an autocommit statement when it hits a ConflictError.
+    retries: int = 10
     #: Objects kept in each connection's cache.
     connection_cache_size: int = 10000
     extra: dict = field(default_factory=dict)

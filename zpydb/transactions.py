@@ -18,12 +18,12 @@ block leaves nothing of itself behind even when the caller catches the error.
 ``TransactionManager.attempts()`` plus a bounded, jittered back-off.
 """
 
-import random
 import threading
-import time
+
+from ZODB.utils import z64
 
 from . import errors
-from .session import data_root, describe_transaction, translate_errors
+from .session import back_off, data_root, describe_transaction, translate_errors
 
 
 class Autocommit:
@@ -71,12 +71,21 @@ class Block:
         self.tm, self.conn = session.open_private()
         self.notes = []
         self.done = False
+        self.read_set = {}  # oid -> serial when the block first read it
         with translate_errors(session.name):
             self.tm.begin()
 
+    def _guard(self):
+        txn = self.tm.get()
+        if getattr(txn, "_zpydb_guard", None) is None:
+            txn._zpydb_guard = _ReadSetGuard(self.conn, self.read_set)
+            txn.join(txn._zpydb_guard)
+
     def _visit(self, obj):
-        if getattr(obj, "_p_oid", None) is not None:
-            self.conn.readCurrent(obj)
+        if getattr(obj, "_p_oid", None) is not None and obj._p_serial != z64:
+            self.conn.readCurrent(obj)                 # created in this block: nothing to check
+            self.read_set.setdefault(obj._p_oid, obj._p_serial)
+            self._guard()
 
     def read(self, func):
         self._check()
@@ -108,6 +117,11 @@ class Block:
         finally:
             self.conn.close()
 
+    def reset(self):
+        """Forget the notes and read set of a previous attempt (atomic retries)."""
+        self.notes = []
+        self.read_set = {}
+
     def describe(self):
         if self.notes:
             describe_transaction(self.tm.get(), "; ".join(self.notes))
@@ -127,6 +141,48 @@ class Block:
     def _check(self):
         if self.done:
             raise errors.Error("this transaction block has already ended")
+
+
+class _ReadSetGuard:
+    """A data manager that makes a block's reads hold even for objects it also wrote.
+
+    ZODB drops ``readCurrent`` for objects a transaction writes, leaving them
+    to the store's own conflict check -- and BTrees then *resolve* concurrent
+    changes to different keys of one bucket.  A block that read a dict, decided,
+    and wrote back to it could merge with a concurrent change it never saw
+    (write skew).  In the commit phase (after every connection's tpc_begin,
+    so under the storage's commit lock) this re-asks the storage whether every
+    object the block read is still at the serial it read; if not, the storage
+    raises ReadConflictError and the whole transaction aborts.
+    """
+
+    def __init__(self, conn, read_set):
+        self.conn = conn
+        self.read_set = read_set
+        self.transaction_manager = conn.transaction_manager
+
+    def sortKey(self):
+        return "\uffffzpydb-read-set"  # after the connection's own commit
+
+    def commit(self, txn):
+        try:
+            meta = txn.data(self.conn)
+        except KeyError:
+            return  # the block wrote nothing: a read-only snapshot is already serializable
+        storage = self.conn._storage
+        for oid, serial in self.read_set.items():
+            storage.checkCurrentSerialInTransaction(oid, serial, meta)
+
+    def abort(self, txn):
+        pass
+
+    tpc_begin = tpc_vote = tpc_finish = tpc_abort = abort
+
+    def savepoint(self):
+        return self  # reads are only ever added: rolling back keeps them (stricter)
+
+    def rollback(self):
+        pass
 
 
 class TransactionContext:
@@ -149,29 +205,27 @@ class TransactionContext:
         return False
 
 
-def atomic(session, make_root, func, tries=5, backoff=0.01, max_backoff=0.5):
+def atomic(session, make_root, func, tries=10):
     """Run ``func(t)`` in a block; on a conflict start over, at most ``tries`` times.
 
     The retry loop is ``TransactionManager.attempts()`` from the ``transaction``
     package: each attempt begins a new transaction (so it reads the newly
     committed state), commits on success, and swallows a transient error
     (ConflictError) to go round again; the last attempt's error propagates.
-    Between attempts zpydb sleeps a jittered, doubling, capped back-off.
+    Between attempts zpydb sleeps a jittered, doubling, capped back-off
+    (session.back_off).
     """
     block = Block(session)
     try:
         with translate_errors(session.name):
             for number, attempt in enumerate(block.tm.attempts(tries)):
                 if number:
-                    _back_off(backoff, number, max_backoff)
+                    back_off(number)
                 with attempt:
-                    block.notes = []
+                    block.reset()
                     result = func(make_root(block))
                     block.describe()
         return result
     finally:
         block.close()
 
-
-def _back_off(base, number, cap):
-    time.sleep(min(cap, base * 2 ** (number - 1)) * (0.5 + random.random()))

@@ -1,0 +1,231 @@
+"""Transaction blocks, atomic retries, lock/unlock and concurrency (transactions.py).
+
+Concurrency tests use separate OS processes against ZEO and PostgreSQL, and
+threads (each with its own connection) against the embedded FileStorage, which
+one process at a time may open.
+"""
+
+import json
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+import zpydb
+from tests import workers
+from tests.helpers import transaction_count
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run_clients(backend, mode, clients, count):
+    """Run ``clients`` workers of ``mode`` at once; return their reports."""
+    if backend.name == "file":
+        reports, threads = [], []
+        db = backend.connect()
+
+        def work(seed):
+            reports.append(workers.MODES[mode](db, seed, count))
+        threads = [threading.Thread(target=work, args=(seed,)) for seed in range(clients)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=workers.DEADLINE)
+        assert not any(t.is_alive() for t in threads)
+        return reports
+    processes = [subprocess.Popen([sys.executable, "-m", "tests.workers", mode, backend.url,
+                                   str(seed), str(count)], cwd=REPO, stdout=subprocess.PIPE,
+                                  text=True) for seed in range(clients)]
+    reports = []
+    for process in processes:
+        out, _ = process.communicate(timeout=workers.DEADLINE)
+        assert process.returncode == 0
+        reports.append(json.loads(out))
+    return reports
+
+
+def test_block_commits_once_at_the_end(db):
+    before = transaction_count(db)
+    with db.transaction() as t:
+        t["a"] = [1]
+        t["a"].append(2)
+        assert t["a"]._run() == [1, 2]           # the block sees its own writes
+        assert "a" not in db                      # ...others do not, yet
+    assert db["a"]._run() == [1, 2]
+    assert transaction_count(db) == before + 1
+    assert db.history(1)[0]["note"] == "db['a'] = [1]; db['a'].append(2)"
+
+
+def test_exception_in_a_block_leaves_nothing_behind(db):
+    db["a"] = 1
+    before = transaction_count(db)
+    with pytest.raises(RuntimeError):
+        with db.transaction() as t:
+            t["a"] = 2
+            t["b"] = {"x": 1}
+            raise RuntimeError("boom")
+    assert db._run() == {"a": 1}
+    assert transaction_count(db) == before
+
+
+def test_a_failed_statement_inside_a_block_is_rolled_back(db):
+    db["d"] = {"a": 1}
+    with db.transaction() as t:
+        t["d"]["b"] = 2
+        with pytest.raises(zpydb.UnorderableKeyError):
+            t["d"].update({"c": 3, 4: "mixed"})   # caught by the user: the block goes on
+        t["d"]["e"] = 5
+    assert db["d"]._run() == {"a": 1, "b": 2, "e": 5}
+
+
+def test_reads_in_a_block_see_one_snapshot(backend):
+    db, other = backend.connect(), backend.connect()
+    db["x"] = 1
+    db["box"] = {}
+    with pytest.raises(zpydb.ConflictError):
+        with db.transaction() as t:
+            assert t["x"]._run() == 1
+            other["y"] = "later"                  # committed by another client meanwhile
+            assert "y" not in t                   # the block keeps its snapshot
+            t["box"]["z"] = 1
+    # the block read db's own keys, which changed under it: serializable means it fails
+    assert db._run() == {"x": 1, "box": {}, "y": "later"}
+
+
+def test_blocks_touching_different_data_both_commit(backend):
+    first, second = backend.connect(), backend.connect()
+    first["a"] = {"n": 0}
+    first["b"] = {"n": 0}
+    block = first.transaction()
+    t1 = block.__enter__()
+    t1["a"]["n"] = t1["a"]["n"]._run() + 1
+    with second.transaction() as t2:
+        t2["b"]["n"] = t2["b"]["n"]._run() + 1
+    block.__exit__(None, None, None)
+    assert first._run() == {"a": {"n": 1}, "b": {"n": 1}}
+
+
+def test_write_skew_is_prevented(backend):
+    """Two blocks each check a rule over x and y, then change different keys."""
+    first, second = backend.connect(), backend.connect()
+    first["doctors"] = {"alice": "on call", "bob": "on call"}
+    block_a = first.transaction()
+    t1 = block_a.__enter__()
+    with second.transaction() as t2:              # bob goes off call: alice still on
+        assert list(t2["doctors"].values()).count("on call") == 2
+        t2["doctors"]["bob"] = "off"
+    assert list(t1["doctors"].values()).count("on call") == 2   # stale snapshot...
+    t1["doctors"]["alice"] = "off"                # ...so alice thinks bob is still on
+    with pytest.raises(zpydb.ConflictError):
+        block_a.__exit__(None, None, None)
+    assert first["doctors"]._run() == {"alice": "on call", "bob": "off"}
+
+
+def test_conflicting_blocks_raise_and_change_nothing(backend):
+    first, second = backend.connect(), backend.connect()
+    first["n"] = 0
+    block = first.transaction()
+    t1 = block.__enter__()
+    t1["n"] = t1["n"]._run() + 10
+    second["n"] = 5
+    with pytest.raises(zpydb.ConflictError) as info:
+        block.__exit__(None, None, None)
+    assert "nothing was applied" in str(info.value)
+    assert first["n"]._run() == 5
+
+
+def test_atomic_retries_until_it_wins(backend):
+    db, other = backend.connect(), backend.connect()
+    db["n"] = 0
+    calls = []
+
+    @db.atomic
+    def result(t):
+        calls.append(1)
+        value = t["n"]._run()
+        if len(calls) == 1:
+            other["n"] = 100                      # interfere once
+        t["n"] = value + 1
+        return value + 1
+    assert result == 101 and len(calls) == 2
+    assert db["n"]._run() == 101
+
+
+def test_atomic_gives_up_after_bounded_tries(backend):
+    db, other = backend.connect(), backend.connect()
+    db["n"] = 0
+
+    def always_interfered(t):
+        t["n"] = t["n"]._run() + 1
+        other["n"] += 1
+    with pytest.raises(zpydb.ConflictError):
+        db.atomic(always_interfered, tries=3)
+    assert db["n"]._run() == 3                    # only the interfering writes landed
+
+
+def test_lock_and_unlock_group_statements(backend):
+    db, other = backend.connect(), backend.connect()
+    db["locks"] = {}
+    before = transaction_count(db)
+    db.lock()
+    db["locks"][("l", 4)] = True                  # pyzdb's partial-lock pattern
+    db["x"] = 1
+    assert "x" not in other                       # not visible until unlock()
+    other["y"] = 2                                # other clients are never blocked
+    db.unlock()
+    assert db._run() == {"locks": {("l", 4): True}, "x": 1, "y": 2}
+    assert transaction_count(db) == before + 2
+
+
+def test_unlock_raises_on_conflict(backend):
+    db, other = backend.connect(), backend.connect()
+    db["n"] = 1
+    db.lock()
+    db["n"] = db["n"]._run() + 1
+    other["n"] = 50
+    with pytest.raises(zpydb.ConflictError):
+        db.unlock()
+    assert db["n"]._run() == 50
+    with pytest.raises(zpydb.Error):
+        db.unlock()                               # the lock is gone after a failure too
+
+
+def test_many_clients_lose_no_increment_through_atomic(backend):
+    db = backend.connect()
+    db["counter"] = 0
+    reports = run_clients(backend, "increment_atomic", clients=4, count=25)
+    assert sum(r["done"] for r in reports) == 100
+    assert db["counter"]._run() == 100
+
+
+def test_many_clients_augmented_assignment_loses_nothing(backend):
+    db = backend.connect()
+    db["n"] = 0
+    run_clients(backend, "increment_augmented", clients=4, count=25)
+    assert db["n"]._run() == 100
+
+
+def test_concurrent_appends_lose_no_element(backend):
+    db = backend.connect()
+    db["items"] = []
+    run_clients(backend, "append_items", clients=4, count=25)
+    items = db["items"]._run()
+    assert len(items) == 100 and len(set(items)) == 100
+
+
+def test_concurrent_writes_to_different_keys_all_succeed(backend):
+    db = backend.connect()
+    db["shared"] = {}
+    run_clients(backend, "distinct_keys", clients=4, count=25)
+    assert len(db["shared"]) == 100
+
+
+def test_bank_transfers_keep_the_total(backend):
+    db = backend.connect()
+    db["accounts"] = {f"acct{i}": 100 for i in range(6)}
+    run_clients(backend, "bank_transfers", clients=4, count=20)
+    balances = db["accounts"]._run()
+    assert sum(balances.values()) == 600 and min(balances.values()) >= 0
+    assert balances != {f"acct{i}": 100 for i in range(6)}
