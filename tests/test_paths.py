@@ -232,3 +232,16 @@ def test_local_read_option_is_accepted(backend):
     db = backend.connect(fresh_reads=False)
     db["x"] = 5
     assert db["x"]._run() == 5
+
+
+def test_a_cached_read_loads_nothing(db):
+    db["l"] = list(range(10))
+    db["d"] = {"k": {"deep": [1, 2]}}
+    assert db["l"][3]._run() == 3 and db["d"]["k"]["deep"][1]._run() == 2
+    _tm, conn = db._session.connection(replica=True)
+    conn.getTransferCounts(clear=True)
+    for _ in range(5):
+        assert db["l"][3]._run() == 3
+        assert db["d"]["k"]["deep"][1]._run() == 2
+    loads, stores = conn.getTransferCounts()
+    assert (loads, stores) == (0, 0)

@@ -199,3 +199,13 @@ def test_server_restored_from_an_older_backup_is_reported(zeo_server):
     assert fresh._run() == {"a": 1}
     fresh.close()
     db.close()
+
+
+def test_persistent_client_cache_file(zeo_server, tmp_path):
+    cache = tmp_path / "cache"
+    with zpydb.connect(zeo_server.url, cache_dir=str(cache)) as db:
+        db["x"] = list(range(100))
+        assert db["x"][5]._run() == 5
+    assert list(cache.glob("*.zec"))             # the cache survives the client
+    with zpydb.connect(zeo_server.url, cache_dir=str(cache)) as db:
+        assert db["x"][5]._run() == 5
