@@ -319,3 +319,43 @@ def test_tls_refuses_client_cert_from_another_ca(tls_server, certs):
                       tls_ca=certs["ca"], wait_timeout=WAIT)
     with pytest.raises(DisconnectedError):
         open_database(tls_server.url, options)
+
+
+def test_tls_from_a_client_config_file(tls_server, certs, tmp_path):
+    """zodburi's zeo:// has no TLS; a zconfig:// file with ZEO's <clientstorage> does."""
+    config = tmp_path / "client.conf"
+    config.write_text(
+        "%import ZEO\n"
+        "<clientstorage main>\n"
+        f"  server {tls_server.hostport}\n"
+        f"  blob-dir {tmp_path / 'client-blobs'}\n"
+        "  wait-timeout 5\n"
+        "  <ssl>\n"
+        f"    certificate {certs['client']}\n"
+        f"    key {certs['client_key']}\n"
+        f"    authenticate {certs['ca']}\n"
+        "    server-hostname 127.0.0.1\n"
+        "  </ssl>\n"
+        "</clientstorage>\n")
+    import zpydb
+    with zpydb.connect(f"zconfig://{config}") as db:
+        db["over"] = "tls"
+        assert db["over"]._run() == "tls"
+        db.undo()
+        assert "over" not in db
+
+
+def test_tls_refusal_message_is_clear(tls_server):
+    import zpydb
+    with pytest.raises(zpydb.DisconnectedError) as info:
+        zpydb.connect(tls_server.url, wait_timeout=WAIT)
+    assert tls_server.hostport in str(info.value) and "TLS" in str(info.value)
+
+
+def test_tls_refusal_names_the_server_not_a_temp_file(tls_server, certs):
+    import zpydb
+    other = certs["other"]
+    with pytest.raises(zpydb.DisconnectedError) as info:
+        zpydb.connect(tls_server.url, tls_cert=other["client"], tls_key=other["client_key"],
+                      tls_ca=certs["ca"], wait_timeout=WAIT)
+    assert f"zeo://{tls_server.hostport}" in str(info.value) and "zconfig" not in str(info.value)

@@ -201,6 +201,7 @@ def open_storage(url, options=None):
     """
     options = options or Options()
     url = normalize_url(url)
+    shown = url  # for messages: a TLS client turns the URL into a temporary zconfig file
     scheme = scheme_of(url)
     cleanup = []
     if scheme == "file":
@@ -211,7 +212,7 @@ def open_storage(url, options=None):
         url, cleanup = _zeo_url(url, options)
     try:
         factory, dbkw = _resolve(url)
-        storage = _open_storage(factory, url)
+        storage = _open_storage(factory, shown)
     except BaseException:
         for directory in cleanup:
             shutil.rmtree(directory, ignore_errors=True)
@@ -279,7 +280,10 @@ def _open_storage(factory, url):
     try:
         return factory()
     except ClientDisconnected as exc:
-        raise DisconnectedError(f"no ZEO server answered at {describe(url)}: {exc}") from None
+        raise DisconnectedError(
+            f"no ZEO server answered at {describe(url)} ({exc}): is it running and reachable? "
+            f"A TLS server also refuses clients without TLS options or with a certificate "
+            f"its CA did not sign") from None
     except LockError:
         raise DatabaseLockedError(
             f"{describe(url)} is open in another process; an embedded database has one "
