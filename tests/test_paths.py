@@ -245,3 +245,12 @@ def test_a_cached_read_loads_nothing(db):
         assert db["d"]["k"]["deep"][1]._run() == 2
     loads, stores = conn.getTransferCounts()
     assert (loads, stores) == (0, 0)
+
+
+def test_a_path_of_another_database_is_copied_as_a_value(db, tmp_path):
+    with zpydb.connect(str(tmp_path / "other.fs")) as other:
+        other["src"] = {"a": [1]}
+        db["copy"] = other["src"]
+        db["list"] = []
+        db["list"].append(other["src"]["a"])
+    assert db["copy"]._run() == {"a": [1]} and db["list"]._run() == [[1]]

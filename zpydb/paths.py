@@ -106,6 +106,7 @@ class Path:
             return  # the augmented assignment already wrote it, atomically
         steps = self._steps + (key,)
         note = f"{ops.format_path(steps)} = {_short_repr(value)}"
+        value = _own_or_plain(value, self._executor)
         self._executor.write(
             lambda root, visit: ops.set_item(root, steps, _resolve(value, root), visit), note)
 
@@ -118,6 +119,7 @@ class Path:
         shown = ", ".join([_short_repr(a) for a in args] +
                           [f"{k}={_short_repr(v)}" for k, v in kwargs.items()])
         note = f"{self._expr()}.{name}({shown})"
+        args = [_own_or_plain(a, self._executor) for a in args]
         return self._executor.write(
             lambda root, visit: ops.call_writer(
                 root, self._steps, name, [_resolve(a, root) for a in args], kwargs, visit),
@@ -246,8 +248,15 @@ def _plain(value):
     return value._run() if isinstance(value, Path) else value
 
 
+def _own_or_plain(value, executor):
+    """A Path of another database (or transaction) is read now, as a plain value."""
+    if isinstance(value, Path) and value._executor is not executor:
+        return value._run()
+    return value
+
+
 def _resolve(value, root):
-    """A Path used as a value is copied from inside the same transaction."""
+    """A Path of this database used as a value is copied inside the same transaction."""
     if isinstance(value, Path):
         return ops.read(root, value._steps)
     return value
