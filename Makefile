@@ -7,11 +7,13 @@ STAMP  := $(VENV)/.installed
 .PHONY: run test install serve certs bench bench-full postgres clean
 
 # Create the virtualenv and install zpydb (editable) with its test extras when the
-# packaging files change.
+# packaging files change; var/zeo is where zeo_configs/zeo.conf keeps its data, so
+# plain `.venv/bin/runzeo -C zeo_configs/zeo.conf` works from the repo root.
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[test]'
+	mkdir -p var/zeo
 	touch $(STAMP)
 
 install: $(STAMP)
