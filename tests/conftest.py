@@ -83,7 +83,9 @@ def make_backend(name, tmp_path, request):
         cluster = request.getfixturevalue("postgres_cluster")
         dbname = "t" + uuid.uuid4().hex[:12]
         cluster.create_database(dbname)
-        return Backend(name, cluster.url(dbname))
+        # RelStorage stores blobs in the database; blob_dir is the client's blob cache
+        # (shared_blob_dir=False by default).  Without it, storing a zpydb.File fails.
+        return Backend(name, cluster.url(dbname, blob_dir=str(tmp_path / "pg-blobs")))
     raise ValueError(name)
 
 

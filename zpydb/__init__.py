@@ -13,12 +13,13 @@ from .errors import (BadIndexError, ConflictError, DatabaseLockedError, Disconne
                      Error, KeyNotFoundError, NotAContainerError, PathError, ReadOnlyError,
                      UndoError, UnorderableKeyError, UnstorableValueError, URLError,
                      ValueNotFoundError)
+from .files import File
 from .paths import Path
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "connect", "client", "Database", "Path",
+    "connect", "client", "Database", "Path", "File",
     "Error", "PathError", "KeyNotFoundError", "BadIndexError", "NotAContainerError",
     "UnstorableValueError", "UnorderableKeyError", "ValueNotFoundError", "ConflictError",
     "UndoError", "ReadOnlyError", "DisconnectedError", "DatabaseLockedError", "URLError",

@@ -1,8 +1,8 @@
 """The ``zpydb`` command: shell, export, import, and the commands other modules add.
 
     zpydb [shell] [URL] [-c STATEMENT]      the > prompt (default command)
-    zpydb export [URL] [--path EXPR]        JSON to stdout
-    zpydb import FILE.json [URL] [--path EXPR]
+    zpydb export [URL] [--path EXPR] [-o FILE.json] [--files-dir DIR]   JSON (stdout)
+    zpydb import FILE.json [URL] [--path EXPR] [--files-dir DIR]
     zpydb serve ... / zpydb certs DIR       (server.py)
     zpydb copy SRC_URL DST_URL              (copy.py)
 
@@ -40,6 +40,10 @@ def build_parser():
     dump.add_argument("--path", default="db", help="e.g. \"db['users']\" (default: db)")
     dump.add_argument("--indent", type=int, default=None)
     dump.add_argument("--no-progress", action="store_true")
+    dump.add_argument("-o", "--output", help="write the JSON to this file (default: stdout); "
+                                             "files over 1 MB go to OUTPUT.files/ beside it")
+    dump.add_argument("--files-dir", help="write every stored file into DIR (referenced from "
+                                          "the JSON) instead of inline base64")
     _connection_options(dump)
     dump.set_defaults(func=_export)
 
@@ -48,6 +52,8 @@ def build_parser():
     load.add_argument("url", nargs="?")
     load.add_argument("--path", default="db", help="where to store it (default: db, merging keys)")
     load.add_argument("--no-progress", action="store_true")
+    load.add_argument("--files-dir", help="where the exported files are (default: the paths "
+                                          "in the JSON, relative to the JSON file)")
     _connection_options(load)
     load.set_defaults(func=_import)
 
@@ -85,20 +91,31 @@ def _shell(args):
 
 
 def _export(args):
+    context = export.export_context(args.output, args.files_dir)
+    steps = export.parse_path(args.path)
     with _connect(args) as db:
-        export.export_json(db, export.parse_path(args.path), indent=args.indent,
-                           progress=not args.no_progress)
+        if args.output:
+            with open(args.output, "w") as stream:
+                export.export_json(db, steps, stream, indent=args.indent,
+                                   progress=not args.no_progress, context=context)
+        else:
+            export.export_json(db, steps, indent=args.indent,
+                               progress=not args.no_progress, context=context)
     return 0
 
 
 def _import(args):
     steps = export.parse_path(args.path)
+    source = None if args.file == "-" else args.file
+    context = export.import_context(source, args.files_dir)
     with _connect(args) as db:
         if args.file == "-":
-            count = export.import_json(db, sys.stdin, steps, progress=not args.no_progress)
+            count = export.import_json(db, sys.stdin, steps, progress=not args.no_progress,
+                                       context=context)
         else:
             with open(args.file) as stream:
-                count = export.import_json(db, stream, steps, progress=not args.no_progress)
+                count = export.import_json(db, stream, steps, progress=not args.no_progress,
+                                           context=context)
     print(f"imported {count} item(s) into {args.path}", file=sys.stderr)
     return 0
 

@@ -6,15 +6,24 @@ are written as one-key tagged objects, and read back the same way:
 * ``{"$bytes": "<base64>"}``      bytes
 * ``{"$tuple": [...]}``          a tuple
 * ``{"$dict": [[key, value], ...]}`` a dict whose keys are not all str
-* ``{"$file": {...}}``          a zpydb.File (see zpydb/files.py), when present
+* ``{"$file": {...}}``          a zpydb.File (see zpydb/files.py and docs/files.md):
+  ``{"name", "content_type", "size", "sha256", "base64"}`` inline for files up to
+  ``inline_limit`` bytes (1 MB), else ``"path"`` instead of ``"base64"``: the
+  content is written to a files directory and ``path`` is relative to the JSON
+  file's directory (to the current directory when the JSON goes to stdout).
 
 A plain JSON document (no ``$`` tags) imports as-is.  Import writes in one
 transaction block: it either all lands or none of it does.
+
+Encoders are called as ``encoder(value, context)`` and decoders as
+``decoder(inner, context)``; ``context`` is a dict of the export/import options
+(``files_dir``, ``default_files_dir``, ``json_dir``, ``inline_limit``).
 """
 
 import ast
 import base64
 import json
+import os
 import sys
 
 from tqdm import tqdm
@@ -27,41 +36,67 @@ decoders = {}
 PROGRESS_MIN_ITEMS = 1000
 
 
-def encode(value):
+def encode(value, context=None):
     """A plain value -> a JSON-ready value, tagging what JSON cannot express."""
+    context = {} if context is None else context
     if isinstance(value, dict):
         if all(isinstance(k, str) for k in value):
-            return {k: encode(v) for k, v in value.items()}
-        return {"$dict": [[encode(k), encode(v)] for k, v in value.items()]}
+            return {k: encode(v, context) for k, v in value.items()}
+        return {"$dict": [[encode(k, context), encode(v, context)] for k, v in value.items()]}
     if isinstance(value, list):
-        return [encode(v) for v in value]
+        return [encode(v, context) for v in value]
     if isinstance(value, tuple):
-        return {"$tuple": [encode(v) for v in value]}
+        return {"$tuple": [encode(v, context) for v in value]}
     if isinstance(value, bytes):
         return {"$bytes": base64.b64encode(value).decode("ascii")}
     for value_type, encoder in encoders:
         if isinstance(value, value_type):
-            return encoder(value)
+            return encoder(value, context)
     return value
 
 
-def decode(value):
+def decode(value, context=None):
     """The inverse of :func:`encode`."""
+    context = {} if context is None else context
     if isinstance(value, list):
-        return [decode(v) for v in value]
+        return [decode(v, context) for v in value]
     if isinstance(value, dict):
         if len(value) == 1:
             (tag, inner), = value.items()
             if tag == "$bytes":
-                return base64.b64decode(inner)
+                return base64.b64decode(inner, validate=True)
             if tag == "$tuple":
-                return tuple(decode(v) for v in inner)
+                return tuple(decode(v, context) for v in inner)
             if tag == "$dict":
-                return {_hashable(decode(k)): decode(v) for k, v in inner}
+                return {_hashable(decode(k, context)): decode(v, context) for k, v in inner}
             if tag in decoders:
-                return decoders[tag](inner)
-        return {k: decode(v) for k, v in value.items()}
+                return decoders[tag](inner, context)
+        return {k: decode(v, context) for k, v in value.items()}
     return value
+
+
+def export_context(output=None, files_dir=None, inline_limit=None):
+    """The options file values need: where the JSON goes and where large files go.
+
+    ``output``: the JSON file's path (None: stdout).  ``files_dir``: write every
+    file there (none inline).  Without it, files over ``inline_limit`` go to
+    ``<output without .json>.files/`` beside the JSON (an error for stdout).
+    """
+    context = {"json_dir": os.path.dirname(os.path.abspath(output)) if output else None,
+               "files_dir": os.path.abspath(files_dir) if files_dir else None,
+               "default_files_dir": None}
+    if output and not files_dir:
+        stem = output[:-5] if output.lower().endswith(".json") else output
+        context["default_files_dir"] = os.path.abspath(stem + ".files")
+    if inline_limit is not None:
+        context["inline_limit"] = inline_limit
+    return context
+
+
+def import_context(source=None, files_dir=None):
+    """Where ``$file`` references are resolved: beside ``source`` (the JSON file) or in ``files_dir``."""
+    return {"json_dir": os.path.dirname(os.path.abspath(source)) if source else None,
+            "files_dir": os.path.abspath(files_dir) if files_dir else None}
 
 
 def _hashable(key):
@@ -97,40 +132,51 @@ def _literal(node, text):
         raise Error(f"path subscripts must be literals: {text!r}") from None
 
 
-def export_json(db, steps=(), stream=None, indent=None, progress=True):
-    """Write the value at ``steps`` as JSON to ``stream``; returns the item count."""
+def export_json(db, steps=(), stream=None, indent=None, progress=True, context=None):
+    """Write the value at ``steps`` as JSON to ``stream``; returns the item count.
+
+    ``context``: see :func:`export_context` (where large files are written).
+    """
     stream = stream or sys.stdout
+    context = export_context() if context is None else context
     path = _path(db, steps)
     value = path._run()
     items = list(value.items()) if isinstance(value, dict) else None
     if items is None or len(items) < PROGRESS_MIN_ITEMS:
-        json.dump(encode(value), stream, indent=indent)
+        json.dump(encode(value, context), stream, indent=indent)
         stream.write("\n")
-        return len(value) if hasattr(value, "__len__") else 1
+        return len(value) if isinstance(value, (dict, list, tuple, str, bytes)) else 1
     plain_keys = all(isinstance(k, str) for k, _ in items)
     if not plain_keys:
-        json.dump(encode(value), stream, indent=indent)
+        json.dump(encode(value, context), stream, indent=indent)
         stream.write("\n")
         return len(items)
     stream.write("{")
     for number, (key, item) in enumerate(tqdm(items, desc="export", unit="key",
                                                disable=not progress, file=sys.stderr)):
         stream.write(("," if number else "") + json.dumps(key) + ":" +
-                     json.dumps(encode(item), indent=indent))
+                     json.dumps(encode(item, context), indent=indent))
     stream.write("}\n")
     return len(items)
 
 
-def import_json(db, stream, steps=(), progress=True):
+def import_json(db, stream, steps=(), progress=True, context=None):
     """Read JSON from ``stream`` and store it at ``steps`` in one transaction block.
 
     At the root the document must be an object; its keys are added to (and
     replace the same keys in) the database.  Returns the number of keys/items.
+    ``context``: see :func:`import_context` (where referenced files are).
     """
+    if context is None:
+        context = import_context(getattr(stream, "name", None)
+                                 if isinstance(getattr(stream, "name", None), str)
+                                 and os.path.isfile(stream.name) else None)
     try:
-        document = decode(json.load(stream))
+        document = decode(json.load(stream), context)
     except json.JSONDecodeError as exc:
         raise Error(f"the input is not valid JSON: {exc}") from None
+    except (ValueError, TypeError) as exc:
+        raise Error(f"a tagged value ($bytes, $tuple, $dict...) is malformed: {exc}") from None
     if not steps:
         if not isinstance(document, dict):
             raise Error("importing at the root needs a JSON object (a dict of keys)")
@@ -142,7 +188,7 @@ def import_json(db, stream, steps=(), progress=True):
         return len(document)
     with db.transaction() as t:
         _path(t, steps[:-1])[steps[-1]] = document
-    return len(document) if hasattr(document, "__len__") else 1
+    return len(document) if isinstance(document, (dict, list, tuple, str, bytes)) else 1
 
 
 def _path(root, steps):

@@ -211,6 +211,10 @@ def translate_errors(name, storage=None):
             f"out; nothing was applied ({_conflict_detail(exc)})") from exc
     except POS.UndoError as exc:
         raise errors.UndoError(f"cannot undo: {exc}") from None
+    except POS.Unsupported as exc:
+        raise errors.Error(
+            f"{name} cannot do this: {exc} (zpydb.File needs a storage with blobs: a file, "
+            f"ZEO or RelStorage database; memory:// has none)") from None
 
 
 def _conflict_detail(exc):

@@ -36,6 +36,8 @@ DEFAULT_DIR = "var"
 ZEO_DEFAULT_PORT = 8100
 
 #: zodburi scheme -> the pip extra that provides it, for a helpful message.
+RELSTORAGE_SCHEMES = ("postgres", "mysql", "sqlite", "oracle")
+
 #: Schemes whose zodburi resolver takes ``read_only`` in the query (ZEO: see _zeo_url).
 READ_ONLY_QUERY_SCHEMES = ("file", "postgres", "mysql", "sqlite", "oracle")
 _shared = {}  # file URL -> OpenDatabase, see open_database
@@ -133,6 +135,7 @@ class OpenDatabase:
         self.options = options
         self.cleanup_dirs = list(cleanup_dirs)
         self.users = 1
+        self.shared_key = None  # the normalized URL when shared (open_database)
 
     @property
     def storage(self):
@@ -147,7 +150,8 @@ class OpenDatabase:
             self.users -= 1
             if self.users > 0:
                 return
-            _shared.pop(self.url, None)
+            if _shared.get(self.shared_key) is self:
+                del _shared[self.shared_key]
         self.db.close()
         for directory in self.cleanup_dirs:
             shutil.rmtree(directory, ignore_errors=True)
@@ -171,6 +175,7 @@ def open_database(url=None, options=None):
                 return _shared[url]
             _make_parent_dirs(url)
             opened = _open(url, options, cleanup)
+            opened.shared_key = url
             _shared[url] = opened
             return opened
     return _open(url, options, cleanup)
@@ -210,6 +215,12 @@ def open_storage(url, options=None):
         url = _add_query(url, read_only="1")
     if scheme == "zeo":
         url, cleanup = _zeo_url(url, options)
+    elif scheme in RELSTORAGE_SCHEMES and "blob_dir=" not in url:
+        blob_dir = options.blob_dir or tempfile.mkdtemp(prefix="zpydb-blobs-")
+        cleanup = [] if options.blob_dir else [blob_dir]
+        url = _add_query(url, blob_dir=blob_dir)  # RelStorage keeps blobs in the database
+    elif scheme == "file":
+        url, cleanup = _blob_filestorage_url(url)
     try:
         factory, dbkw = _resolve(url)
         storage = _open_storage(factory, shown)
@@ -218,6 +229,37 @@ def open_storage(url, options=None):
             shutil.rmtree(directory, ignore_errors=True)
         raise
     return storage, url, cleanup, dbkw
+
+
+def _blob_filestorage_url(url):
+    """``file://...?blobstorage_dir=`` as a FileStorage with its own ``blob_dir``.
+
+    zodburi's file resolver wraps a FileStorage in ``ZODB.blob.BlobStorage``,
+    whose ``undo`` fails (POSKeyError) on undo/redo/undo of a replaced blob;
+    ``FileStorage(path, blob_dir=...)``, what runzeo uses, gets it right.  ZODB's
+    own ``<filestorage>`` ZConfig section builds exactly that, so the URL is
+    rewritten into one and resolved through zodburi's ``zconfig://`` scheme.
+    Other file URLs (quota, demostorage, ...) go to zodburi unchanged.
+    """
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    if set(query) - {"blobstorage_dir", "read_only"} or "blobstorage_dir" not in query:
+        return url, []
+    lines = [f"path {parts.path}", f"blob-dir {query['blobstorage_dir']}"]
+    if query.get("read_only") in ("1", "true"):
+        lines.append("read-only true")
+    config = "<filestorage main>\n  " + "\n  ".join(lines) + "\n</filestorage>\n"
+    return _write_zconfig(config, "zpydb-fs-")
+
+
+def _write_zconfig(config, prefix):
+    """Write a ZConfig text to a private temp dir; return its zconfig:// URL and the dir."""
+    config = config.replace("$", "$$")  # ZConfig substitutes $names; paths may hold a $
+    config_dir = tempfile.mkdtemp(prefix=prefix)
+    path = os.path.join(config_dir, "storage.conf")
+    with open(path, "w") as stream:
+        stream.write(config)
+    return "zconfig://" + path, [config_dir]
 
 
 def _add_query(url, **params):
@@ -356,9 +398,5 @@ def _tls_zconfig_url(parts, query, options):
         """).format(settings="\n  ".join(lines), cert=os.path.abspath(options.tls_cert),
                     key=os.path.abspath(options.tls_key), ca=os.path.abspath(options.tls_ca),
                     hostname=hostname)
-    config = config.replace("$", "$$")  # ZConfig substitutes $names; paths may hold a $
-    config_dir = tempfile.mkdtemp(prefix="zpydb-tls-")
-    path = os.path.join(config_dir, "client.conf")
-    with open(path, "w") as stream:
-        stream.write(config)
-    return "zconfig://" + path, config_dir
+    config_url, dirs = _write_zconfig(config, "zpydb-tls-")
+    return config_url, dirs[0]

@@ -24,6 +24,8 @@ undo can go.
 
 import datetime
 
+from ZODB.POSException import POSKeyError
+
 from . import errors
 from .session import DATA_KEY, describe_transaction, translate_errors
 
@@ -133,6 +135,11 @@ def _apply(session, entry, kind):
             session.db.undo(entry["id"], txn)
             describe_transaction(txn, note, kind, **{TARGET_KEY: entry["id"]})
             tm.commit()
+    except POSKeyError as exc:
+        tm.abort()
+        raise errors.UndoError(
+            f"cannot {kind} {_text(entry.get('description', ''))!r}: a record it needs is "
+            f"gone ({exc}); nothing was changed") from None
     except errors.UndoError as exc:
         tm.abort()
         raise errors.UndoError(
