@@ -19,9 +19,9 @@ transaction).  URL shorthands and the ZEO client defaults are the ones of
 :func:`zpydb.storage.open_database`.
 
 Limits: ZEO's ``ClientStorage`` has no ``restoreBlob``, so ZODB blobs cannot be
-copied *into* ZEO (copy into the server's FileStorage directly instead); zpydb
-itself stores no blobs, and the copy stops with an error rather than dropping
-one.
+copied *into* ZEO (copy into the server's FileStorage directly instead).  A
+database holding ``zpydb.File`` values (blobs) therefore cannot be copied into
+ZEO: the copy stops with an error rather than dropping one.
 """
 
 import os
