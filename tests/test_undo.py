@@ -117,3 +117,18 @@ def test_save_is_a_harmless_no_op(db):
     assert db.save() is None
     assert transaction_count(db) == before
     assert "anything left to save" in zpydb.Database.save.__doc__
+
+
+def test_packing_trims_the_undo_history(backend):
+    """Backend fact: a pack to 'now' drops the history undo walks (every backend here)."""
+    import time
+    db = backend.connect()
+    db["x"] = 1
+    db["x"] = 2
+    assert len(db.history(10)) == 2
+    time.sleep(0.01)
+    db._session.db.pack(time.time())
+    assert db["x"]._run() == 2                    # current data survives the pack
+    with pytest.raises(zpydb.UndoError):
+        db.undo()                                 # ...but the changes cannot be undone
+    assert db["x"]._run() == 2
