@@ -313,12 +313,7 @@ def _sort(node, kwargs, path):
 
 def _dict_writer(tree, name, args, kwargs, path):
     if name == "update":
-        incoming = dict(args[0]) if args else {}
-        incoming.update(kwargs)
-        for key in incoming:
-            nodes.check_key_type(key, path)
-        for key, value in incoming.items():
-            _store_key(tree, key, nodes.to_node(value, f"{path}[{key!r}]"), f"{path}[{key!r}]")
+        _update(tree, dict(args[0]) if args else {}, kwargs, path)
         return None
     if name == "setdefault":
         key = args[0]
@@ -341,6 +336,28 @@ def _dict_writer(tree, name, args, kwargs, path):
         return key, nodes.to_plain(tree.pop(key))
     tree.clear()
     return None
+
+
+def _update(tree, incoming, kwargs, path):
+    """dict.update, all or nothing: keys already stored are put back on failure."""
+    incoming.update(kwargs)
+    for key in incoming:
+        nodes.check_key_type(key, path)
+    converted = {key: nodes.to_node(value, f"{path}[{key!r}]") for key, value in incoming.items()}
+    stored = []  # (key, existed before, old value) of every key written so far
+    try:
+        for key, node in converted.items():
+            existed = nodes.key_fits(tree, key) and key in tree
+            old = tree[key] if existed else None
+            _store_key(tree, key, node, f"{path}[{key!r}]")
+            stored.append((key, existed, old))
+    except BaseException:
+        for key, existed, old in reversed(stored):
+            if existed:
+                tree[key] = old
+            else:
+                del tree[key]
+        raise
 
 
 def _promote_if_big(root, steps, node):

@@ -11,8 +11,10 @@ Blocks are serializable: every persistent object a block reads is registered
 with ``Connection.readCurrent``, so if another client commits a change to it
 before the block commits, the commit fails with ConflictError instead of
 silently committing a decision based on stale data (no write skew).  Each
-statement runs inside a savepoint, so a statement that fails half-way inside a
-block leaves nothing of itself behind even when the caller catches the error.
+statement checks everything before it changes anything (ops.py), so a statement
+that fails inside a block leaves nothing of itself behind even when the caller
+catches the error.  Long blocks take a savepoint every SAVEPOINT_EVERY writes
+to bound memory.
 
 ``db.atomic(func)`` re-runs a whole block on conflict, with ``transaction``'s
 ``TransactionManager.attempts()`` plus a bounded, jittered back-off.
@@ -24,6 +26,12 @@ from ZODB.utils import z64
 
 from . import errors
 from .session import back_off, data_root, describe_transaction, translate_errors
+
+
+#: A long block (a bulk import) takes a savepoint every this many writes, so
+#: the objects it has written can leave memory before the commit.  Not every
+#: statement: each ZODB savepoint copies the savepoint index (O(n) each).
+SAVEPOINT_EVERY = 5000
 
 
 class Autocommit:
@@ -72,6 +80,7 @@ class Block:
         self.notes = []
         self.done = False
         self.read_set = {}  # oid -> serial when the block first read it
+        self._writes = 0
         with translate_errors(session.name):
             self.tm.begin()
 
@@ -94,14 +103,12 @@ class Block:
 
     def write(self, func, note):
         self._check()
-        savepoint = self.tm.savepoint()
-        try:
-            with translate_errors(self.session.name):
-                result = func(data_root(self.conn), self._visit)
-        except BaseException:
-            savepoint.rollback()
-            raise
+        with translate_errors(self.session.name):
+            result = func(data_root(self.conn), self._visit)
         self.notes.append(note)
+        self._writes += 1
+        if self._writes % SAVEPOINT_EVERY == 0:
+            self.tm.savepoint(optimistic=True)  # lets the cache drop what was written
         return result
 
     def commit(self):
