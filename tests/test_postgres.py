@@ -275,3 +275,13 @@ def test_copy_command(tmp_path, pg_url, capsys):
     args = parser.parse_args(["copy", str(source), pg_url, "--no-progress"])
     assert args.func(args) == 1
     assert "already has transactions" in capsys.readouterr().err
+
+
+def test_zpydb_shell_on_a_postgres_url(pg_url):
+    run = [sys.executable, "-m", "zpydb", "shell", pg_url, "-c"]
+    first = subprocess.run(run + ["db['x'] = [1, 2]; db['x'].append(3)"], capture_output=True,
+                           text=True, timeout=SUBPROCESS_TIMEOUT, cwd=ROOT)
+    assert first.returncode == 0, first.stderr
+    second = subprocess.run(run + ["db.undo(); db['x']"], capture_output=True, text=True,
+                            timeout=SUBPROCESS_TIMEOUT, cwd=ROOT)
+    assert second.stdout.strip() == "[1, 2]", second.stderr

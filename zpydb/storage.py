@@ -308,14 +308,20 @@ SERVER_BEHIND_MESSAGE = (
 def _resolve(url):
     try:
         return zodburi.resolve_uri(url)
-    except zodburi.NoResolverForScheme:
-        scheme = scheme_of(url)
-        extra = EXTRAS.get(scheme)
-        hint = (f"install it with: pip install 'zpydb[{extra}]'" if extra
-                else "known schemes: file, memory, zeo, zconfig, demo, postgres")
-        raise URLError(url, f"no storage is installed for the {scheme!r} scheme; {hint}") from None
+    except (zodburi.NoResolverForScheme, ImportError):
+        # no resolver registered, or its package (e.g. RelStorage) fails to import
+        raise URLError(url, _missing_backend_hint(scheme_of(url))) from None
     except zodburi.UnknownDatabaseKeywords as exc:
         raise URLError(url, f"unknown URL parameter(s): {', '.join(exc.kw)}") from None
+
+
+def _missing_backend_hint(scheme):
+    extra = EXTRAS.get(scheme)
+    if extra:
+        return (f"no storage is installed for the {scheme!r} scheme; install it with: "
+                f"pip install 'zpydb[{extra}]'")
+    return (f"no storage is installed for the {scheme!r} scheme; known schemes: file, "
+            f"memory, zeo, zconfig, demo, postgres")
 
 
 def _open_storage(factory, url):
