@@ -163,13 +163,20 @@ def key_fits(tree, key):
     """True when ``key`` can be compared with the keys already in ``tree``.
 
     A str-keyed OOBTree raises TypeError even for ``1 in tree``, so lookups
-    check first and treat a key of another kind as simply absent.
+    check first and treat a key of another kind as simply absent.  (Never
+    ``len(tree)`` here: a BTree counts its keys by walking every bucket.)
     """
-    if not isinstance(tree, OOBTree) or not len(tree):
+    if not isinstance(tree, OOBTree):
         return True
     try:
-        tree.minKey() < key and tree.maxKey() < key  # noqa: B015 - comparing for TypeError
-        key < tree.minKey() and key < tree.maxKey()  # noqa: B015
+        low = tree.minKey()
+    except ValueError:  # empty tree
+        return True
+    if type(low) is type(key) and type(key) is not tuple:
+        return True  # the common case: same scalar type, nothing to check
+    try:
+        key < low  # noqa: B015 - comparing only to see whether it raises
+        tree.maxKey() < key  # noqa: B015
     except TypeError:
         return False
     return True

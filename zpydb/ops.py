@@ -238,7 +238,7 @@ def _store_key(tree, key, node, path):
     try:
         tree[key] = node
     except TypeError:
-        other = tree.minKey() if len(tree) else key
+        other = next(iter(tree.keys()), key)
         raise UnorderableKeyError(path, nodes.unorderable_message(key, other)) from None
 
 
@@ -330,9 +330,10 @@ def _dict_writer(tree, name, args, kwargs, path):
             return args[1]
         raise KeyNotFoundError(f"{path}[{key!r}]", "no such key")
     if name == "popitem":
-        if not len(tree):
-            raise KeyNotFoundError(path, "popitem(): the dict is empty")
-        key = tree.maxKey()
+        try:
+            key = tree.maxKey()
+        except ValueError:
+            raise KeyNotFoundError(path, "popitem(): the dict is empty") from None
         return key, nodes.to_plain(tree.pop(key))
     tree.clear()
     return None

@@ -14,6 +14,7 @@ connections keep their object caches warm between statements).
   extension ``zpydb`` marks the record for the undo/redo walk (see undo.py).
 """
 
+import functools
 import getpass
 import random
 import threading
@@ -32,7 +33,9 @@ DATA_KEY = "zpydb"  # the OOBTree under ZODB's root PersistentMapping that holds
 NOTE_LIMIT = 300
 
 
+@functools.lru_cache(maxsize=None)
 def os_user():
+    """The OS user recorded with every transaction (looked up once: pwd is slow)."""
     try:
         return getpass.getuser()
     except Exception:  # no login name in some containers
@@ -118,13 +121,16 @@ class Session:
     def read(self, func):
         """Run ``func(data_root)`` in a fresh read transaction; never commits."""
         tm, conn = self.connection(replica=True)
-        self.check_server(conn.db().storage)
-        with translate_errors(self.name, conn.db().storage):
+        storage = conn.db().storage
+        self.check_server(storage)
+        try:  # not translate_errors(): this is the hot path of every read
             tm.begin()
             try:
                 return func(data_root(conn), conn)
             finally:
                 tm.abort()
+        except TRANSLATED as exc:
+            raise translate(exc, self.name, storage) from None
 
     def write(self, func, note):
         """Run ``func(data_root, conn)`` as one durable transaction, retrying conflicts.
@@ -190,31 +196,42 @@ def describe_transaction(txn, note, kind="write", **extension):
         txn.setExtendedInfo(key, value)
 
 
+#: The ZODB/ZEO exceptions :func:`translate` turns into zpydb errors.
+TRANSLATED = (ClientDisconnected, POS.ReadOnlyError, POS.ConflictError, POS.UndoError,
+              POS.Unsupported)
+
+
 @contextmanager
 def translate_errors(name, storage=None):
     """ZODB/ZEO exceptions -> zpydb errors that say what happened in plain words."""
     try:
         yield
-    except ClientDisconnected as exc:
+    except TRANSLATED as exc:
+        raise translate(exc, name, storage) from (exc if isinstance(exc, POS.ConflictError)
+                                                  else None)
+
+
+def translate(exc, name, storage=None):
+    """The zpydb error for one of the TRANSLATED exceptions."""
+    if isinstance(exc, ClientDisconnected):
         if server_behind_cache(storage):
-            raise errors.DisconnectedError(f"{name}: {SERVER_BEHIND_MESSAGE}") from None
-        raise errors.DisconnectedError(
+            return errors.DisconnectedError(f"{name}: {SERVER_BEHIND_MESSAGE}")
+        return errors.DisconnectedError(
             f"the server of {name} did not answer in time ({exc}); nothing was applied; "
-            f"the client reconnects by itself when the server is back") from None
-    except POS.ReadOnlyError:
-        raise errors.ReadOnlyError(
+            f"the client reconnects by itself when the server is back")
+    if isinstance(exc, POS.ReadOnlyError):
+        return errors.ReadOnlyError(
             f"{name} is read-only (a read-only server or replica); send writes to the "
-            f"primary server") from None
-    except POS.ConflictError as exc:
-        raise errors.ConflictError(
+            f"primary server")
+    if isinstance(exc, POS.ConflictError):
+        return errors.ConflictError(
             f"another client changed the same data at the same time and the retries ran "
-            f"out; nothing was applied ({_conflict_detail(exc)})") from exc
-    except POS.UndoError as exc:
-        raise errors.UndoError(f"cannot undo: {exc}") from None
-    except POS.Unsupported as exc:
-        raise errors.Error(
-            f"{name} cannot do this: {exc} (zpydb.File needs a storage with blobs: a file, "
-            f"ZEO or RelStorage database; memory:// has none)") from None
+            f"out; nothing was applied ({_conflict_detail(exc)})")
+    if isinstance(exc, POS.UndoError):
+        return errors.UndoError(f"cannot undo: {exc}")
+    return errors.Error(
+        f"{name} cannot do this: {exc} (zpydb.File needs a storage with blobs: a file, "
+        f"ZEO or RelStorage database; memory:// has none)")
 
 
 def _conflict_detail(exc):
