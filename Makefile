@@ -4,15 +4,15 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test install serve certs bench bench-full postgres clean
+.PHONY: run test install serve certs bench bench-full postgres redis clean
 
-# Create the virtualenv and install zpydb (editable) with its test extras when the
+# Create the virtualenv and install zpydb (editable) with its test and bench extras when the
 # packaging files change; var/zeo is where zeo_configs/zeo.conf keeps its data, so
 # plain `.venv/bin/runzeo -C zeo_configs/zeo.conf` works from the repo root.
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q -e '.[test,bench]'
 	mkdir -p var/zeo
 	touch $(STAMP)
 
@@ -27,8 +27,12 @@ postgres:
 	bash scripts/ensure-postgres.sh
 
 # The whole test suite: core, ZEO (real runzeo), PostgreSQL (real server), files, bench smoke.
-test: $(STAMP) postgres
+test: $(STAMP) postgres redis
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Redis is a benchmark peer; the bench smoke test in `make test` runs it too.
+redis:
+	bash scripts/ensure-redis.sh
 
 # The read-write ZEO server on 127.0.0.1:8100 (zeo_configs/zeo.conf).
 serve: $(STAMP)
@@ -38,9 +42,7 @@ serve: $(STAMP)
 certs: $(STAMP)
 	$(BIN)/zpydb certs certs
 
-bench: $(STAMP)
-	$(BIN)/python -m pip install -q -e '.[bench]'
-	bash scripts/ensure-redis.sh
+bench: $(STAMP) postgres redis
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 bench-full:
