@@ -229,3 +229,13 @@ def test_bank_transfers_keep_the_total(backend):
     balances = db["accounts"]._run()
     assert sum(balances.values()) == 600 and min(balances.values()) >= 0
     assert balances != {f"acct{i}": 100 for i in range(6)}
+
+
+def test_closing_with_an_open_lock_applies_nothing(backend):
+    db = backend.connect()
+    db["x"] = 1
+    db.lock()
+    db["x"] = 2
+    db.close()
+    with backend.connect() as again:
+        assert again["x"]._run() == 1

@@ -70,7 +70,11 @@ class Database(Path):
         return self._session.opened.url
 
     def close(self):
-        """Close the connection(s) and release the storage (and its lock file)."""
+        """Close the connection(s) and release the storage (and its lock file).
+
+        A ``lock()`` still open in this thread is aborted: nothing of it is applied.
+        """
+        self._executor.abandon_lock()
         self._session.close()
 
     def __enter__(self):

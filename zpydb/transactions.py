@@ -63,6 +63,12 @@ class Autocommit:
             raise errors.Error("db.lock() is already held by this thread; call db.unlock()")
         self._locks.block = Block(self.session)
 
+    def abandon_lock(self):
+        block = self.lock_block
+        if block is not None:
+            self._locks.block = None
+            block.abort()
+
     def unlock(self):
         block = self.lock_block
         if block is None:
