@@ -261,18 +261,12 @@ def _remove_quietly(path):
 
 
 def hash_stream(source):
-    digest = hashlib.sha256()
-    size = 0
-    while True:
-        chunk = source.read(CHUNK_SIZE)
-        if not chunk:
-            return size, digest.hexdigest()
-        size += len(chunk)
-        digest.update(chunk)
+    """``(size, sha256 hex)`` of a stream's content, read in chunks."""
+    return copy_stream(source, None)
 
 
 def copy_stream(source, target):
-    """Copy in chunks; returns ``(size, sha256 hex)`` of what was copied."""
+    """Copy in chunks (``target`` None: only hash); returns ``(size, sha256 hex)``."""
     digest = hashlib.sha256()
     size = 0
     while True:
@@ -283,7 +277,8 @@ def copy_stream(source, target):
             if isinstance(chunk, str):
                 raise TypeError("zpydb.File needs a binary stream (open the file with 'rb')")
             chunk = bytes(chunk)
-        target.write(chunk)
+        if target is not None:
+            target.write(chunk)
         size += len(chunk)
         digest.update(chunk)
 
