@@ -11,6 +11,7 @@ import shutil
 import tempfile
 
 import hypothesis.strategies as st
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
@@ -88,29 +89,23 @@ class ZpydbVsModel(RuleBasedStateMachine):
         del self.db[key]
         self._write(lambda m: m.__delitem__(key))
 
+    @staticmethod
+    def _move(action, source, target):
+        """undo/redo: move the top state between the stacks, or expect UndoError."""
+        if source:
+            action()
+            target.append(source.pop())
+            return
+        with pytest.raises(zpydb.UndoError):
+            action()
+
     @rule()
     def undo(self):
-        if len(self.states) > 1:
-            self.db.undo()
-            self.redo_states.append(self.states.pop())
-        else:
-            try:
-                self.db.undo()
-            except zpydb.UndoError:
-                return
-            raise AssertionError("undo should have failed")
+        self._move(self.db.undo, self.states if len(self.states) > 1 else [], self.redo_states)
 
     @rule()
     def redo(self):
-        if self.redo_states:
-            self.db.redo()
-            self.states.append(self.redo_states.pop())
-        else:
-            try:
-                self.db.redo()
-            except zpydb.UndoError:
-                return
-            raise AssertionError("redo should have failed")
+        self._move(self.db.redo, self.redo_states, self.states)
 
     @rule()
     def reopen(self):
