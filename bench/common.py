@@ -64,7 +64,7 @@ MODES = {
     "full": Mode("full", rounds=7, n_write=300, n_read=3000, batch_seconds=6.0,
                  grow_sizes=[1000, 10000, 100000, 1000000], n_grow=100,
                  bulk_sizes=[10000, 100000, 1000000], iter_size=100000, cold_keys=10000,
-                 clients=[1, 2, 4, 8], c1_seconds=6.0, s1_samples=1000, file_mb=512,
+                 clients=[1, 2, 4, 8], c1_seconds=6.0, s1_samples=1000, file_mb=1024,
                  profile_writes=1000),
 }
 
