@@ -65,8 +65,7 @@ def postgres_cluster(tmp_path_factory):
             pytest.fail("PostgreSQL is not installed in CI: scripts/ensure-postgres.sh must install it")
         pytest.skip("PostgreSQL server binaries not found: POSTGRES BACKEND NOT TESTED "
                     "(run `make postgres` or apt-get install postgresql)")
-    cluster = PostgresCluster()
-    cluster.start()
+    cluster = PostgresCluster()  # initdb + start; stopped by PID below
     yield cluster
     cluster.stop()
 

@@ -164,6 +164,9 @@ class PostgresCluster:
 
     def start(self):
         """initdb, start the server on a free port, wait until it accepts connections."""
+        if self.base_dir is not None:
+            raise PostgresError(f"this cluster is already started ({self.base_dir}); "
+                                f"PostgresCluster() starts it unless start=False")
         self.base_dir = tempfile.mkdtemp(prefix="zpydb-pg-")
         os.chmod(self.base_dir, 0o755)
         self._chown(self.base_dir)
