@@ -15,6 +15,7 @@ zodburi cannot express:
 * error messages that name the URL.
 """
 
+import atexit
 import os
 import shutil
 import tempfile
@@ -221,6 +222,8 @@ def open_storage(url, options=None):
         url = _add_query(url, blob_dir=blob_dir)  # RelStorage keeps blobs in the database
     elif scheme == "file":
         url, cleanup = _blob_filestorage_url(url)
+    for directory in cleanup:  # also when the process exits without closing the database
+        atexit.register(shutil.rmtree, directory, True)
     try:
         factory, dbkw = _resolve(url)
         storage = _open_storage(factory, shown)
