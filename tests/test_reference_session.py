@@ -1,12 +1,12 @@
 """pyzdb's reference session, run exactly as a new user would: API, pipe and terminal."""
 
-import os
 import subprocess
 import sys
 
 import pexpect
 
 import zpydb
+from tests.helpers import spawn_shell
 
 FULL = {"x": 3, "l": [0, 1, 2, 3, ["a", "b", "c"], 5, 6, 7, 8, 9]}
 SESSION = """\
@@ -88,9 +88,7 @@ def test_reference_session_piped_into_the_shell(backend):
 
 def test_reference_session_at_a_terminal(tmp_path):
     url = str(tmp_path / "Data.fs")
-    env = dict(os.environ, ZPYDB_HISTORY=str(tmp_path / "history"), TERM="dumb")
-    child = pexpect.spawn(sys.executable, ["-m", "zpydb", "shell", url], env=env,
-                          encoding="utf-8", timeout=30)
+    child = spawn_shell(url, tmp_path)
     try:
         child.expect_exact("> ")
         outputs = iter(EXPECTED_OUTPUT)

@@ -7,6 +7,7 @@ import sys
 
 import pexpect
 
+from tests.helpers import spawn_shell
 from zpydb.shell import Shell
 
 
@@ -79,9 +80,7 @@ def test_key_completion(fdb):
 def test_tab_completion_at_a_real_terminal(tmp_path):
     url = str(tmp_path / "Data.fs")
     zpydb_cmd(url, "-c", "db['zebra_count'] = 7")
-    env = dict(os.environ, ZPYDB_HISTORY=str(tmp_path / "history"), TERM="xterm")
-    child = pexpect.spawn(sys.executable, ["-m", "zpydb", "shell", url], env=env,
-                          encoding="utf-8", timeout=30)
+    child = spawn_shell(url, tmp_path, term="xterm")
     child.logfile_read = open(tmp_path / "pty.log", "w")
     try:
         child.expect_exact("> ")

@@ -13,6 +13,7 @@ import pexpect
 import pytest
 
 import zpydb
+from tests.helpers import spawn_shell
 from tests.servers import ZeoServer, free_port
 
 WRITER = textwrap.dedent("""
@@ -87,10 +88,7 @@ def test_no_acknowledged_write_is_lost_across_kill_and_restart(zeo_server):
 
 
 def test_shell_keeps_working_across_a_restart(zeo_server, tmp_path):
-    env = dict(os.environ, ZPYDB_HISTORY=str(tmp_path / "h"), TERM="dumb")
-    child = pexpect.spawn(sys.executable, ["-m", "zpydb", "shell", zeo_server.url,
-                                           "--wait-timeout", "2"],
-                          env=env, encoding="utf-8", timeout=60)
+    child = spawn_shell(zeo_server.url, tmp_path, "--wait-timeout", "2", timeout=60)
     try:
         child.expect_exact("> ")
         child.sendline("db['a'] = 1")
@@ -125,9 +123,7 @@ def test_two_processes_see_each_others_writes(zeo_server):
 
 def test_running_shell_sees_another_clients_write(zeo_server, tmp_path):
     db = zpydb.connect(zeo_server.url)
-    env = dict(os.environ, ZPYDB_HISTORY=str(tmp_path / "h"), TERM="dumb")
-    child = pexpect.spawn(sys.executable, ["-m", "zpydb", "shell", zeo_server.url], env=env,
-                          encoding="utf-8", timeout=60)
+    child = spawn_shell(zeo_server.url, tmp_path, timeout=60)
     try:
         child.expect_exact("> ")
         child.sendline("db.get('news', 'none yet')")
