@@ -15,25 +15,58 @@ chunk plus a tiny record.  Operations that move items across chunks (insert
 or delete in the middle, slice assignment, sort, reverse) rewrite the chunks
 from the changed position on: O(n), like the same operation on a Python list.
 Everything is ordinary persistent state, so it is transactional and undoable.
+
+Concurrent appends merge (merging.py): the last chunk is a :class:`Chunk`, an
+``AppendList`` that keeps both transactions' new items as long as they fit,
+and the BigList record adds the two length changes.  Every other change bumps
+``_generation``, which refuses such a merge, so only pure appends combine.
+Two appends that both start a new chunk change the same key of the chunk
+tree: a real conflict, retried (once every CHUNK_SIZE items at most).
 """
 
 from collections.abc import MutableSequence
 
 from BTrees.IOBTree import IOBTree
 from persistent import Persistent
-from persistent.list import PersistentList
+from ZODB.POSException import ConflictError
+
+from .merging import AppendList
 
 BIG_LIST_THRESHOLD = 1024
 CHUNK_SIZE = 512
 
 
+class Chunk(AppendList):
+    """CHUNK_SIZE items of a BigList; concurrent appends merge while they fit."""
+
+    capacity = CHUNK_SIZE
+
+
 class BigList(Persistent, MutableSequence):
     """A chunked persistent list with the full ``list`` interface."""
+
+    _generation = 0  # lists stored before generations existed read as 0
 
     def __init__(self, items=()):
         self._chunks = IOBTree()
         self._length = 0
+        self._generation = 0
         self._fill(list(items), start=0)
+
+    def _p_resolveConflict(self, old, committed, new):
+        """Concurrent appends: the chunks merged themselves; add the length changes."""
+        states = (old, committed, new)
+        if len({frozenset(state) for state in states}) != 1:
+            raise ConflictError("an unexpected BigList state")
+        if len({state.get("_generation", 0) for state in states}) != 1:
+            raise ConflictError("the list was changed other than by appending")
+        resolved = dict(committed)
+        resolved["_length"] = committed["_length"] + new["_length"] - old["_length"]
+        return resolved
+
+    def _changed_shape(self):
+        """Mark a change that is not a pure append (it must never merge)."""
+        self._generation += 1
 
     # -- reading ------------------------------------------------------------
     def __len__(self):
@@ -61,7 +94,7 @@ class BigList(Persistent, MutableSequence):
     def append(self, item):
         chunk_no, offset = divmod(self._length, CHUNK_SIZE)
         if offset == 0:
-            self._chunks[chunk_no] = PersistentList([item])
+            self._chunks[chunk_no] = Chunk([item])
         else:
             self._chunks[chunk_no].append(item)
         self._length += 1
@@ -72,6 +105,7 @@ class BigList(Persistent, MutableSequence):
 
     def pop(self, index=-1):
         index = self._normalize(index)
+        self._changed_shape()
         if index != self._length - 1:
             items = self[index:]
             value = items.pop(0)
@@ -87,6 +121,7 @@ class BigList(Persistent, MutableSequence):
 
     def __setitem__(self, index, value):
         if isinstance(index, slice):
+            self._changed_shape()
             items = list(self)
             items[index] = value
             self._replace_all(items)
@@ -97,6 +132,7 @@ class BigList(Persistent, MutableSequence):
     # -- operations that shift items: rewrite from the change onwards -------
     def __delitem__(self, index):
         if isinstance(index, slice):
+            self._changed_shape()
             items = list(self)
             del items[index]
             self._replace_all(items)
@@ -105,6 +141,7 @@ class BigList(Persistent, MutableSequence):
 
     def insert(self, index, item):
         index = max(0, min(self._length, index + self._length if index < 0 else index))
+        self._changed_shape()
         tail = self[index:]
         self._truncate(index)
         self._fill([item] + tail, start=index)
@@ -116,6 +153,7 @@ class BigList(Persistent, MutableSequence):
         self._replace_all(list(self)[::-1])
 
     def clear(self):
+        self._changed_shape()
         self._chunks.clear()
         self._length = 0
 
@@ -151,7 +189,7 @@ class BigList(Persistent, MutableSequence):
             room = CHUNK_SIZE - offset
             piece = items[position:position + room]
             if offset == 0:
-                self._chunks[chunk_no] = PersistentList(piece)
+                self._chunks[chunk_no] = Chunk(piece)
             else:
                 self._chunks[chunk_no].extend(piece)
             self._length += len(piece)

@@ -16,6 +16,7 @@ connections keep their object caches warm between statements).
 
 import functools
 import getpass
+import logging
 import random
 import threading
 import time
@@ -24,13 +25,30 @@ from contextlib import contextmanager
 import transaction
 import ZODB.POSException as POS
 from BTrees.OOBTree import OOBTree
-from ZEO.Exceptions import ClientDisconnected
+from ZEO.ClientStorage import ClientStorage
+from ZEO.Exceptions import ClientDisconnected, ServerException
 
-from . import errors
+from . import errors, interrupts, outcome
 from .storage import SERVER_BEHIND_MESSAGE, OpenDatabase, server_behind_cache
 
 DATA_KEY = "zpydb"  # the OOBTree under ZODB's root PersistentMapping that holds db's keys
 NOTE_LIMIT = 300
+
+# ZODB, ZEO and transaction log what zpydb turns into its own errors ("Failure
+# in _finish", "MultipleUndoErrors from server"...).  A library adds a
+# NullHandler so that nothing reaches stderr unless the application configures
+# logging (then everything still propagates to its handlers).
+for _name in ("ZODB", "ZEO", "txn", "transaction", "relstorage"):
+    logging.getLogger(_name).addHandler(logging.NullHandler())
+
+try:  # RelStorage: a lock it could not take in time is worth another attempt
+    from relstorage.adapters.interfaces import UnableToAcquireLockError as _LockError
+    LOCK_ERRORS = (_LockError,)
+except ImportError:  # pragma: no cover - RelStorage is an optional extra
+    LOCK_ERRORS = ()
+
+#: Failures during a commit after which zpydb looks up the outcome (outcome.py).
+COMMIT_FAILURES = (ClientDisconnected, ServerException, OSError)
 
 
 @functools.lru_cache(maxsize=None)
@@ -43,17 +61,99 @@ def os_user():
 
 
 class _ZpydbTransactionManager(transaction.TransactionManager):
-    """Retries conflicts, but not disconnects.
+    """``attempts()`` bounded by a deadline; commits that Ctrl-C cannot cut in half.
 
-    ``ClientDisconnected`` is a TransientError, so ``run()`` would retry it; but
-    ZEO has already waited ``wait_timeout`` for the server, and retrying would
-    multiply the user's configured bound.  zpydb raises DisconnectedError instead.
+    ``TransactionManager.attempts(n)`` asks ``_retryable`` whether an error
+    may be retried; zpydb answers yes for transient errors (conflicts,
+    RelStorage lock timeouts) only while the statement's time budget lasts.
+    A disconnect is never retried blindly: the commit may have happened
+    (outcome.py decides).
     """
+
+    deadline = None  # time.monotonic() after which nothing is retried
 
     def _retryable(self, error_type, error):
         if issubclass(error_type, ClientDisconnected):
             return False
-        return super()._retryable(error_type, error)
+        transient = super()._retryable(error_type, error) or issubclass(error_type, LOCK_ERRORS)
+        return transient and self.deadline is not None and time.monotonic() < self.deadline
+
+    failed_commit = None  # the exception the last commit() raised, if any
+
+    def commit(self):
+        self.failed_commit = None
+        with interrupts.deferred():
+            try:
+                return super().commit()
+            except BaseException as exc:
+                self.failed_commit = exc
+                raise
+
+
+class RetryBudget:
+    """How long (and optionally how many times) one statement may retry."""
+
+    def __init__(self, options, max_attempts=None):
+        self.timeout = options.retry_timeout
+        self.started = time.monotonic()
+        self.deadline = self.started + self.timeout
+        cap = max_attempts if max_attempts is not None else options.retries
+        self.max_attempts = cap if cap else 1_000_000_000
+        self.attempts = 0
+
+    def next_attempt(self):
+        """Count an attempt; sleep a full-jitter back-off before every retry."""
+        if self.attempts:
+            back_off(self.attempts, self.deadline)
+        self.attempts += 1
+
+    def left(self):
+        return time.monotonic() < self.deadline
+
+    def describe(self):
+        return (f"gave up after {time.monotonic() - self.started:.1f} s and "
+                f"{self.attempts} attempt(s) (retry_timeout={self.timeout:g} s)")
+
+
+class _Result:
+    value = None
+
+
+class Recovery:
+    """After a statement or block broke off: did it commit, may it run again?
+
+    * The commit itself failed (disconnect, full disk, server error): the log
+      is searched for the transaction's id (outcome.py).  Found: it committed.
+    * Not found, or the failure came before the commit: nothing was applied.
+      A disconnect is then retried while the server may be restarting (up to
+      ``wait_timeout`` after the first disconnect, within ``retry_timeout``);
+      anything else is raised as a zpydb error that says nothing was applied.
+    """
+
+    def __init__(self, session, budget):
+        self.session = session
+        self.budget = budget
+        self.disconnected_at = None
+
+    @staticmethod
+    def handles(exc, tm):
+        return isinstance(exc, ClientDisconnected) or tm.failed_commit is exc
+
+    def committed(self, exc, tm, txid, started):
+        """True: it committed.  False: run it again.  Raises: give up, outcome known."""
+        if tm.failed_commit is exc and self.session.find_outcome(txid, started, exc):
+            return True
+        if isinstance(exc, ClientDisconnected) and self._may_wait_for_server():
+            return False
+        session = self.session
+        raise translate(exc, session.name, session.db.storage, self.budget) from None
+
+    def _may_wait_for_server(self):
+        now = time.monotonic()
+        if self.disconnected_at is None:
+            self.disconnected_at = now
+        patience = max(1.0, self.session.options.wait_timeout)
+        return self.budget.left() and now < self.disconnected_at + patience
 
 
 class Session:
@@ -68,6 +168,9 @@ class Session:
         self._all = []  # (tm, conn) of every thread, to close them
         self._lock = threading.Lock()
         self.closed = False
+        for each in (opened, read_opened):
+            if each is not None:
+                _forget_prefetched_oids_on_reconnect(each.storage)
         self._ensure_data_root()
 
     @property
@@ -133,22 +236,81 @@ class Session:
             raise translate(exc, self.name, storage) from None
 
     def write(self, func, note):
-        """Run ``func(data_root, conn)`` as one durable transaction, retrying conflicts.
+        """Run ``func(data_root, conn)`` as one durable transaction, exactly once.
 
         ``TransactionManager.attempts()`` begins a fresh transaction per attempt
-        and retries transient errors (ConflictError); a single statement is
-        safe to re-run.  Attempts are spaced by a short jittered back-off so
-        clients hammering one key take turns instead of colliding again.
+        and retries what cannot be merged (conflicts) until ``retry_timeout``
+        runs out, with full-jitter back-off so that clients hammering one key
+        take turns; a single statement is safe to re-run.  If the commit itself
+        fails (the server went away, the disk is full), the transaction log is
+        searched for this statement's id: found, it committed and returns
+        normally; not found, nothing was applied and it is retried (after a
+        disconnect) or reported (outcome.py).
         """
-        tm, conn = self.connection()
-        with translate_errors(self.name, self.db.storage):
-            for number, attempt in enumerate(tm.attempts(self.options.retries)):
-                if number:
-                    back_off(number)
-                with attempt:
-                    describe_transaction(tm.get(), note)
-                    result = func(data_root(conn), conn)
-        return result
+        budget = RetryBudget(self.options)
+        txid, started = outcome.new_txid(), time.time()
+        result = _Result()
+        recovery = Recovery(self, budget)
+        with translate_errors(self.name, self.db.storage, budget):
+            while True:
+                tm, conn = self.connection()
+                try:
+                    return self._attempts(tm, conn, func, note, txid, budget, result)
+                except COMMIT_FAILURES as exc:
+                    if not recovery.handles(exc, tm):
+                        raise  # not the storage's failure (e.g. a file the statement reads)
+                    self._drop_connection()
+                    if recovery.committed(exc, tm, txid, started):
+                        return result.value
+
+    def _attempts(self, tm, conn, func, note, txid, budget, result):
+        tm.deadline = budget.deadline
+        for attempt in tm.attempts(budget.max_attempts):
+            budget.next_attempt()
+            with attempt:
+                txn = tm.get()
+                describe_transaction(txn, note)
+                outcome.mark(txn, txid)
+                result.value = func(data_root(conn), conn)
+        return result.value
+
+    def find_outcome(self, txid, started, exc):
+        """After ``exc`` broke a commit: True if it committed, False if not.
+
+        Raises DisconnectedError when the log cannot be read in time: then
+        the outcome is unknown, and the error says so.
+        """
+        try:
+            return outcome.committed(self.db, txid, started)
+        except (ClientDisconnected, outcome.Unknown, POS.POSError, OSError, ValueError) as lookup:
+            error = errors.DisconnectedError(
+                f"{self.name}: the commit failed ({_describe_failure(exc)}) and whether it "
+                f"was applied is UNKNOWN: the transaction log could not be read afterwards "
+                f"({_describe_failure(lookup)}). Look at db.history() once the server "
+                f"answers before repeating the change")
+            error.applied = None
+            raise error from None
+
+    def _drop_connection(self):
+        """Forget this thread's primary connection after a failed commit.
+
+        A commit that broke half way (disconnect, full disk) can leave new
+        objects with oids in the connection's cache; a fresh connection
+        cannot trip over them ("A different object already has the same oid").
+        """
+        pair = getattr(self._local, "primary", None)
+        if pair is None:
+            return
+        self._local.primary = None
+        with self._lock:
+            if pair in self._all:
+                self._all.remove(pair)
+        tm, conn = pair
+        try:
+            tm.abort()
+            conn.close()
+        except Exception:  # a broken connection may refuse; it is dropped either way
+            pass
 
     def check_server(self, storage):
         """Refuse to read a ZEO client cache that is newer than its server."""
@@ -172,9 +334,37 @@ class Session:
             self.read_opened.close()
 
 
-def back_off(number, base=0.002, cap=0.25):
-    """Sleep before retry ``number`` (1, 2, ...): doubling, capped, jittered."""
-    time.sleep(min(cap, base * 2 ** (number - 1)) * (0.5 + random.random()))
+def back_off(number, deadline=None, base=0.002, cap=0.5):
+    """Sleep before retry ``number`` (1, 2, ...): full jitter, doubling, capped.
+
+    "Full jitter" (a uniform sleep between 0 and the doubled step) spreads
+    clients that collided, so none of them keeps losing to the same rival.
+    Never sleeps past ``deadline``.
+    """
+    delay = random.uniform(0, min(cap, base * 2 ** min(number - 1, 30)))
+    if deadline is not None:
+        delay = max(0.0, min(delay, deadline - time.monotonic()))
+    time.sleep(delay)
+
+
+def _forget_prefetched_oids_on_reconnect(storage):
+    """Drop object ids a ZEO client fetched from a server that has since restarted.
+
+    ClientStorage asks the server for 100 new oids at a time and keeps the
+    rest; a restarted server hands the unused ones out again (its counter is
+    the largest *stored* oid), so two objects could get one oid.  ZEO does not
+    forget them on reconnect, so zpydb does (``notify_connected`` runs on
+    every (re)connection).
+    """
+    if not isinstance(storage, ClientStorage) or not hasattr(storage, "_oids"):
+        return
+    connected = storage.notify_connected
+
+    def notify_connected(conn, info):
+        del storage._oids[:]
+        return connected(conn, info)
+
+    storage.notify_connected = notify_connected
 
 
 def data_root(conn):
@@ -198,44 +388,58 @@ def describe_transaction(txn, note, kind="write", **extension):
 
 #: The ZODB/ZEO exceptions :func:`translate` turns into zpydb errors.
 TRANSLATED = (ClientDisconnected, POS.ReadOnlyError, POS.ConflictError, POS.UndoError,
-              POS.Unsupported)
+              POS.Unsupported, ServerException) + LOCK_ERRORS
 
 
 @contextmanager
-def translate_errors(name, storage=None):
+def translate_errors(name, storage=None, budget=None):
     """ZODB/ZEO exceptions -> zpydb errors that say what happened in plain words."""
     try:
         yield
+    except errors.Error:
+        raise
     except TRANSLATED as exc:
-        raise translate(exc, name, storage) from (exc if isinstance(exc, POS.ConflictError)
-                                                  else None)
+        raise translate(exc, name, storage, budget) from (
+            exc if isinstance(exc, POS.ConflictError) else None)
 
 
-def translate(exc, name, storage=None):
+def translate(exc, name, storage=None, budget=None):
     """The zpydb error for one of the TRANSLATED exceptions."""
     if isinstance(exc, ClientDisconnected):
         if server_behind_cache(storage):
             return errors.DisconnectedError(f"{name}: {SERVER_BEHIND_MESSAGE}")
-        return errors.DisconnectedError(
-            f"the server of {name} did not answer in time ({exc}); nothing was applied; "
-            f"the client reconnects by itself when the server is back")
+        return _applied(errors.DisconnectedError(
+            f"the server of {name} did not answer in time ({_describe_failure(exc)}); nothing "
+            f"was applied; the client reconnects by itself when the server is back"), False)
     if isinstance(exc, POS.ReadOnlyError):
         return errors.ReadOnlyError(
             f"{name} is read-only (a read-only server or replica); send writes to the "
             f"primary server")
-    if isinstance(exc, POS.ConflictError):
-        return errors.ConflictError(
-            f"another client changed the same data at the same time and the retries ran "
-            f"out; nothing was applied ({_conflict_detail(exc)})")
+    if isinstance(exc, POS.ConflictError) or isinstance(exc, LOCK_ERRORS):
+        tried = f"; {budget.describe()}" if budget is not None else ""
+        return _applied(errors.ConflictError(
+            f"another client kept changing the same data{tried}; nothing was applied "
+            f"({_describe_failure(exc)})"), False)
     if isinstance(exc, POS.UndoError):
         return errors.UndoError(f"cannot undo: {exc}")
+    if isinstance(exc, (OSError, ServerException)):
+        return _applied(errors.StorageError(
+            f"{name} could not store the change ({_describe_failure(exc)}); nothing was "
+            f"applied (checked in the transaction log)"), False)
     return errors.Error(
         f"{name} cannot do this: {exc} (zpydb.File needs a storage with blobs: a file, "
         f"ZEO or RelStorage database; memory:// has none)")
 
 
-def _conflict_detail(exc):
+def _applied(error, applied):
+    """Record on ``error`` what is known of the outcome (True, False, None: unknown)."""
+    error.applied = applied
+    return error
+
+
+def _describe_failure(exc):
     try:
-        return str(exc)
+        text = str(exc)
     except Exception:
-        return type(exc).__name__
+        text = ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -21,11 +21,14 @@ to bound memory.
 """
 
 import threading
+import time
 
+from ZEO.Exceptions import ClientDisconnected
 from ZODB.utils import z64
 
-from . import errors
-from .session import back_off, data_root, describe_transaction, translate_errors
+from . import errors, outcome
+from .session import (COMMIT_FAILURES, Recovery, RetryBudget, _Result, data_root,
+                      describe_transaction, translate, translate_errors)
 
 
 #: A long block (a bulk import) takes a savepoint every this many writes, so
@@ -87,6 +90,7 @@ class Block:
         self.done = False
         self.read_set = {}  # oid -> serial when the block first read it
         self._writes = 0
+        self.txid, self.started = outcome.new_txid(), time.time()
         with translate_errors(session.name):
             self.tm.begin()
 
@@ -97,8 +101,17 @@ class Block:
             txn.join(txn._zpydb_guard)
 
     def _visit(self, obj):
-        if getattr(obj, "_p_oid", None) is not None and obj._p_serial != z64:
-            self.conn.readCurrent(obj)                 # created in this block: nothing to check
+        """Register ``obj`` as read: its serial *as loaded in this block* must hold.
+
+        A ghost (not loaded yet, or evicted from the cache) reports serial 0
+        or the serial it had when it was last loaded, so it is loaded first;
+        the serial is then the one of this block's snapshot.
+        """
+        if getattr(obj, "_p_oid", None) is None:
+            return  # created in this block: nothing to check
+        obj._p_activate()
+        if obj._p_serial != z64:
+            self.conn.readCurrent(obj)
             self.read_set.setdefault(obj._p_oid, obj._p_serial)
             self._guard()
 
@@ -118,17 +131,30 @@ class Block:
         return result
 
     def commit(self):
+        """Commit the block once; if the commit broke off, find out whether it happened."""
         self._check()
         self.done = True
         try:
             self.describe()
             with translate_errors(self.session.name):
-                self.tm.commit()
+                self.commit_once()
         except BaseException:
             self.tm.abort()
             raise
         finally:
             self.conn.close()
+
+    def commit_once(self):
+        """``tm.commit()``, exactly once: a broken commit is looked up in the log."""
+        try:
+            self.tm.commit()
+        except COMMIT_FAILURES as exc:
+            if not (isinstance(exc, ClientDisconnected) or self.tm.failed_commit is exc):
+                raise
+            self.tm.abort()
+            if self.session.find_outcome(self.txid, self.started, exc):
+                return
+            raise translate(exc, self.session.name, self.session.db.storage) from None
 
     def reset(self):
         """Forget the notes and read set of a previous attempt (atomic retries)."""
@@ -136,8 +162,10 @@ class Block:
         self.read_set = {}
 
     def describe(self):
+        txn = self.tm.get()
+        outcome.mark(txn, self.txid)
         if self.notes:
-            describe_transaction(self.tm.get(), "; ".join(self.notes))
+            describe_transaction(txn, "; ".join(self.notes))
 
     def close(self):
         self.done = True
@@ -218,27 +246,42 @@ class TransactionContext:
         return False
 
 
-def atomic(session, make_root, func, tries=10):
-    """Run ``func(t)`` in a block; on a conflict start over, at most ``tries`` times.
+def atomic(session, make_root, func, tries=None):
+    """Run ``func(t)`` in a block; on a conflict start over until ``retry_timeout``.
 
     The retry loop is ``TransactionManager.attempts()`` from the ``transaction``
     package: each attempt begins a new transaction (so it reads the newly
     committed state), commits on success, and swallows a transient error
-    (ConflictError) to go round again; the last attempt's error propagates.
-    Between attempts zpydb sleeps a jittered, doubling, capped back-off
-    (session.back_off).
+    (ConflictError) to go round again while the time budget lasts (the
+    ``_retryable`` of session.py), with full-jitter back-off.  ``tries``
+    optionally caps the number of attempts as well.  A commit that broke off
+    (a server restart) is looked up in the log: applied, it returns; not
+    applied, the whole block runs again on the reconnected server.
     """
-    block = Block(session)
-    try:
-        with translate_errors(session.name):
-            for number, attempt in enumerate(block.tm.attempts(tries)):
-                if number:
-                    back_off(number)
-                with attempt:
-                    block.reset()
-                    result = func(make_root(block))
-                    block.describe()
-        return result
-    finally:
-        block.close()
+    budget = RetryBudget(session.options, max_attempts=tries)
+    result = _Result()
+    recovery = Recovery(session, budget)
+    with translate_errors(session.name, session.db.storage, budget):
+        while True:
+            block = Block(session)
+            try:
+                return _atomic_attempts(block, make_root, func, budget, result)
+            except COMMIT_FAILURES as exc:
+                if not recovery.handles(exc, block.tm):
+                    raise
+                block.tm.abort()
+                if recovery.committed(exc, block.tm, block.txid, block.started):
+                    return result.value
+            finally:
+                block.close()
 
+
+def _atomic_attempts(block, make_root, func, budget, result):
+    block.tm.deadline = budget.deadline
+    for attempt in block.tm.attempts(budget.max_attempts):
+        budget.next_attempt()
+        with attempt:
+            block.reset()
+            result.value = func(make_root(block))
+            block.describe()
+    return result.value
