@@ -50,8 +50,11 @@ class Database(Path):
         """``with db.transaction() as t:`` — several statements, one transaction."""
         return TransactionContext(self._session, _block_root)
 
-    def atomic(self, func=None, *, tries=10):
-        """Run ``func(t)`` atomically, retrying on conflict; usable as a decorator."""
+    def atomic(self, func=None, *, tries=None):
+        """Run ``func(t)`` atomically, retrying conflicts until ``retry_timeout``.
+
+        Usable as a decorator.  ``tries`` optionally caps the attempts as well.
+        """
         if func is None:
             return lambda f: self.atomic(f, tries=tries)
         return atomic(self._session, _block_root, func, tries=tries)
@@ -117,6 +120,39 @@ def connect(url=None, *, read_url=None, **options):
 
 
 def client(write_url=None, read_url=None, **options):
-    """pyzdb's entry point: ``(db, connection)``; ``connection.close()`` closes both."""
+    """pyzdb's entry point: ``(db, handle)``; ``handle.close()`` is ``db.close()``."""
     db = connect(write_url, read_url=read_url, **options)
-    return db, db._session
+    return db, ClientHandle(db)
+
+
+class ClientHandle:
+    """The second value of :func:`client`: ``close()`` is ``db.close()``, and nothing else.
+
+    pyzdb returned its connection object here; zpydb hands out no internals, so
+    closing through it behaves exactly like ``db.close()`` (a ``lock()`` block
+    still open is aborted, and later statements raise instead of acting).
+    """
+
+    __slots__ = ("_db",)
+
+    def __init__(self, db):
+        self._db = db
+
+    def close(self):
+        """The same as ``db.close()``."""
+        self._db.close()
+
+    @property
+    def closed(self):
+        return self._db._session.closed
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def __repr__(self):
+        state = "closed" if self.closed else "open"
+        return f"<zpydb client handle ({state}) of {self._db._session.name}>"

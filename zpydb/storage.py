@@ -24,16 +24,25 @@ import threading
 from dataclasses import dataclass, field, fields
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
+import ssl
+
+import ZConfig
 import ZODB
 import zodburi
 from ZEO.ClientStorage import ClientStorage
+from ZODB.FileStorage.FileStorage import packed_version
 from ZEO.Exceptions import ClientDisconnected
 from zc.lockfile import LockError
 
+from . import safety
 from .errors import DatabaseLockedError, DisconnectedError, URLError
 
 ENV_URL = "ZPYDB_URL"
 DEFAULT_DIR = "var"
+#: A database ``x.fs`` keeps its blobs in ``x.fs.blobs`` (``Data.fs``: ``blobs``), see blob_dir_for.
+BLOB_SUFFIX = ".blobs"
+LEGACY_BLOB_DIR = "blobs"
+FILESTORAGE_MAGIC = packed_version  # the first 4 bytes of every FileStorage file (b"FS30")
 ZEO_DEFAULT_PORT = 8100
 
 #: zodburi scheme -> the pip extra that provides it, for a helpful message.
@@ -68,8 +77,11 @@ class Options:
     tls_key: str = None
     tls_ca: str = None
     tls_server_hostname: str = None
-    #: Attempts of an autocommit statement when it hits a ConflictError.
-    retries: int = 10
+    #: Seconds a statement (or ``db.atomic``) keeps retrying a conflict it cannot
+    #: merge, with full-jitter back-off, before it raises ConflictError.
+    retry_timeout: float = 30.0
+    #: Optional cap on the number of attempts as well (None: only the time bounds it).
+    retries: int = None
     #: Objects kept in each connection's cache.
     connection_cache_size: int = 10000
     extra: dict = field(default_factory=dict)
@@ -96,8 +108,81 @@ def default_url():
 
 def file_url(path):
     path = os.path.abspath(path)
-    blobs = os.path.join(os.path.dirname(path), "blobs")
-    return "file://" + path + "?" + urlencode({"blobstorage_dir": blobs})
+    return "file://" + path + "?" + urlencode({"blobstorage_dir": blob_dir_for(path)})
+
+
+def blob_dir_for(path):
+    """The blob directory of the embedded database file ``path``: its own, never shared.
+
+    * ``DIR/Data.fs`` keeps ``DIR/blobs`` (the layout of runzeo's configs and of
+      ``zpydb serve --data-dir DIR``, and of the default ``./var/Data.fs``);
+    * any other name gets ``<path>.blobs`` beside it (``var/backup.fs`` ->
+      ``var/backup.fs.blobs``), so two databases in one folder never share one;
+    * an existing database made by an older zpydb (which gave every file in a
+      folder ``DIR/blobs``) that has no ``<path>.blobs`` but a ``DIR/blobs``
+      keeps using ``DIR/blobs``, so its stored files stay readable (``zpydb
+      copy`` it to a new name to give it a blob directory of its own).
+
+    A blob directory is never cleared by creating a database: see
+    :func:`check_database_file`.
+    """
+    path = os.path.abspath(path)
+    folder, name = os.path.split(path)
+    shared = os.path.join(folder, LEGACY_BLOB_DIR)
+    if name == "Data.fs":
+        return shared
+    own = path + BLOB_SUFFIX
+    if not os.path.exists(own) and os.path.isdir(shared) and _is_filestorage(path):
+        return shared  # the layout of zpydb before per-database blob directories
+    return own
+
+
+def _is_filestorage(path):
+    try:
+        with open(path, "rb") as stream:
+            return stream.read(4) == FILESTORAGE_MAGIC
+    except OSError:
+        return False
+
+
+def _holds_blobs(directory):
+    """True when ``directory`` holds at least one committed blob file (``*.blob``)."""
+    for _root, _dirs, files in os.walk(directory):
+        if any(name.endswith(".blob") for name in files):
+            return True
+    return False
+
+
+def check_database_file(path, blob_dir=None, read_only=False):
+    """Refuse, before anything is created, to open ``path`` as an embedded database when
+
+    * it is a directory, or an existing non-empty file that is not a FileStorage
+      (FileStorage would leave ``.lock``/``.tmp`` files behind and fail with a
+      traceback);
+    * it does not exist yet and ``blob_dir`` already holds committed blob files:
+      creating a FileStorage *clears* its blob directory
+      (``ZODB.FileStorage``: ``if create and os.path.exists(blob_dir):
+      remove_committed_dir(blob_dir)``), which would destroy another database's
+      stored files.
+    """
+    if os.path.isdir(path):
+        raise URLError(path, "is a directory, not a database file")
+    if os.path.exists(path):
+        try:
+            with open(path, "rb") as stream:
+                head = stream.read(4)
+        except OSError as exc:
+            raise URLError(path, f"cannot be read: {exc.strerror or exc}") from None
+        if head and head != FILESTORAGE_MAGIC:
+            raise URLError(path, "is not a zpydb database (not a ZODB FileStorage file)")
+        return
+    if read_only:
+        raise URLError(path, "no such database file")
+    if blob_dir and os.path.isdir(blob_dir) and _holds_blobs(blob_dir):
+        raise URLError(path, f"cannot create a new database here: its blob directory "
+                             f"{blob_dir} already holds stored files (of another or a deleted "
+                             f"database), and creating a database would erase them; move "
+                             f"that directory away, or delete it if no database needs it")
 
 
 def normalize_url(url):
@@ -172,14 +257,29 @@ def open_database(url=None, options=None):
     if scheme == "file":
         with _shared_lock:
             if url in _shared:
-                _shared[url].users += 1
-                return _shared[url]
-            _make_parent_dirs(url)
+                shared = _shared[url]
+                _check_same_options(shared, options)
+                shared.users += 1
+                return shared
             opened = _open(url, options, cleanup)
             opened.shared_key = url
             _shared[url] = opened
             return opened
     return _open(url, options, cleanup)
+
+
+def _check_same_options(opened, options):
+    """A second connect to a file open in this process shares its ``ZODB.DB``, so it
+    cannot have other options: refuse rather than silently ignore them."""
+    if opened.options == options:
+        return
+    differ = [f.name for f in fields(Options)
+              if getattr(opened.options, f.name) != getattr(options, f.name)]
+    have = ", ".join(f"{name}={getattr(opened.options, name)!r}" for name in differ)
+    want = ", ".join(f"{name}={getattr(options, name)!r}" for name in differ)
+    raise URLError(opened.name, f"already open in this process with {have}; another connect() "
+                                f"to the same file shares that database and cannot use {want}: "
+                                f"pass the same options, or close the other one first")
 
 
 def _open(url, options, cleanup):
@@ -188,7 +288,7 @@ def _open(url, options, cleanup):
         _set_server_sync(storage, options.fresh_reads)
     dbkw.setdefault("cache_size", options.connection_cache_size)
     try:
-        db = ZODB.DB(storage, **dbkw)
+        db = ZODB.DB(storage, **safety.db_kwargs(dbkw))  # only zpydb's classes load
     except BaseException:
         storage.close()
         raise
@@ -211,7 +311,7 @@ def open_storage(url, options=None):
     scheme = scheme_of(url)
     cleanup = []
     if scheme == "file":
-        _make_parent_dirs(url)
+        _prepare_file(url, options.read_only)
     if options.read_only and scheme in READ_ONLY_QUERY_SCHEMES:
         url = _add_query(url, read_only="1")
     if scheme == "zeo":
@@ -316,6 +416,8 @@ def _resolve(url):
         raise URLError(url, _missing_backend_hint(scheme_of(url))) from None
     except zodburi.UnknownDatabaseKeywords as exc:
         raise URLError(url, f"unknown URL parameter(s): {', '.join(exc.kw)}") from None
+    except ZConfig.ConfigurationError as exc:
+        raise URLError(describe(url), f"bad storage configuration: {exc}") from None
 
 
 def _missing_backend_hint(scheme):
@@ -330,6 +432,10 @@ def _missing_backend_hint(scheme):
 def _open_storage(factory, url):
     try:
         return factory()
+    except ssl.SSLError as exc:
+        raise URLError(describe(url), f"the TLS files cannot be used: {exc}") from None
+    except ZConfig.ConfigurationError as exc:
+        raise URLError(describe(url), f"bad storage configuration: {exc}") from None
     except ClientDisconnected as exc:
         raise DisconnectedError(
             f"no ZEO server answered at {describe(url)} ({exc}): is it running and reachable? "
@@ -338,12 +444,81 @@ def _open_storage(factory, url):
     except LockError:
         raise DatabaseLockedError(
             f"{describe(url)} is open in another process; an embedded database has one "
-            f"user at a time: serve it with `zpydb serve` and connect over ZEO") from None
+            f"user at a time. To share it, stop that process, serve this file with "
+            f"`{serve_command(url)}` and connect every user to "
+            f"zeo://127.0.0.1:{ZEO_DEFAULT_PORT}") from None
 
 
-def _make_parent_dirs(url):
-    path = urlsplit(url).path
-    if path:
+def serve_command(url):
+    """A shell command that serves the embedded database ``url`` (its file and its blobs).
+
+    ``zpydb serve --data-dir DIR`` serves ``DIR/Data.fs`` with ``DIR/blobs``; any
+    other file name is served by runzeo with the bundled config and ``-X`` overrides.
+    """
+    import shlex
+
+    from . import server
+
+    parts = urlsplit(url)
+    path = parts.path
+    blob_dir = dict(parse_qsl(parts.query)).get("blobstorage_dir")
+    folder = os.path.dirname(path)
+    if os.path.basename(path) == "Data.fs" and blob_dir == os.path.join(folder, LEGACY_BLOB_DIR):
+        return shlex.join(["zpydb", "serve", "--data-dir", folder])
+    command = ["runzeo", "-C", str(server.bundled_config(server.PRIMARY_CONFIG)),
+               "-X", f"filestorage/path={path}"]
+    if blob_dir:
+        command += ["-X", f"filestorage/blob-dir={blob_dir}"]
+    return shlex.join(command)
+
+
+def paths_created_by_opening(url):
+    """The files and directories opening ``url`` (a file URL) would create.
+
+    Empty when the database file exists already.  The ``zpydb`` command removes
+    them again when a command that created a new database fails (``import`` of
+    bad JSON, a failed ``copy``), so a failed command leaves nothing behind.
+    """
+    if scheme_of(url) != "file":
+        return []
+    parts = urlsplit(url)
+    path = parts.path
+    if not path or os.path.exists(path):
+        return []
+    paths = [path + ext for ext in ("", ".index", ".lock", ".tmp", ".index_tmp")]
+    blob_dir = dict(parse_qsl(parts.query)).get("blobstorage_dir")
+    if blob_dir:
+        paths.append(blob_dir)
+    return [p for p in paths if not os.path.exists(p)]
+
+
+def remove_paths(paths):
+    """Remove what :func:`paths_created_by_opening` listed (after the storage is closed)."""
+    for path in paths:
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        elif os.path.lexists(path):
+            try:
+                os.remove(path)
+            except OSError:
+                pass
+
+
+def _prepare_file(url, read_only=False):
+    """Check an embedded database file before FileStorage touches it; make its folder.
+
+    See :func:`check_database_file` (non-database files, blob directories that a
+    new database would erase).  The API creates missing parent directories, as
+    it always has; the ``zpydb`` command checks them first (cli.py).
+    """
+    parts = urlsplit(url)
+    path = parts.path
+    if not path:
+        return
+    query = dict(parse_qsl(parts.query))
+    read_only = read_only or query.get("read_only") in ("1", "true")
+    check_database_file(path, query.get("blobstorage_dir"), read_only=read_only)
+    if not read_only:
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
 
 
@@ -352,6 +527,8 @@ def _zeo_url(url, options):
     parts = urlsplit(url)
     query = dict(parse_qsl(parts.query))
     cleanup = []
+    if options.tls:  # before anything is created
+        _check_tls_options(parts, options)
     if "blob_dir" not in query:
         query["blob_dir"] = options.blob_dir or tempfile.mkdtemp(prefix="zpydb-blobs-")
         if not options.blob_dir:
@@ -375,12 +552,32 @@ def _zeo_url(url, options):
     return base + "?" + urlencode(query), cleanup
 
 
-def _tls_zconfig_url(parts, query, options):
-    """Write a ZEO ``<clientstorage>`` section with ``<ssl>`` and return its zconfig:// URL."""
+def _tls_path(given):
+    return os.path.abspath(os.path.expanduser(given))
+
+
+def _check_tls_file(url, option, given):
+    """A TLS file that is missing is named (absolute, and relative to what) before ZEO sees it."""
+    path = _tls_path(given)
+    if os.path.isfile(path):
+        return
+    problem = "is a directory" if os.path.isdir(path) else "no such file"
+    where = "" if os.path.isabs(given) else f", relative to the current directory {os.getcwd()}"
+    raise URLError(url, f"{option} {given!r}: {problem}: {path}{where}")
+
+
+def _check_tls_options(parts, options):
     if not (options.tls_cert and options.tls_key and options.tls_ca):
         raise URLError(f"zeo://{parts.netloc}",
                        "TLS needs tls_cert, tls_key and tls_ca (client certificate, "
                        "its key, and the CA that signed the server certificate)")
+    for option in ("tls_cert", "tls_key", "tls_ca"):
+        _check_tls_file(f"zeo://{parts.netloc}", option, getattr(options, option))
+
+
+def _tls_zconfig_url(parts, query, options):
+    """Write a ZEO ``<clientstorage>`` section with ``<ssl>`` and return its zconfig:// URL."""
+    _check_tls_options(parts, options)
     host = parts.hostname or "127.0.0.1"
     port = parts.port or ZEO_DEFAULT_PORT
     hostname = options.tls_server_hostname or host
@@ -404,8 +601,8 @@ def _tls_zconfig_url(parts, query, options):
             server-hostname {hostname}
           </ssl>
         </clientstorage>
-        """).format(settings="\n  ".join(lines), cert=os.path.abspath(options.tls_cert),
-                    key=os.path.abspath(options.tls_key), ca=os.path.abspath(options.tls_ca),
+        """).format(settings="\n  ".join(lines), cert=_tls_path(options.tls_cert),
+                    key=_tls_path(options.tls_key), ca=_tls_path(options.tls_ca),
                     hostname=hostname)
     config_url, dirs = _write_zconfig(config, "zpydb-tls-")
     return config_url, dirs[0]

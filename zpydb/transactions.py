@@ -22,6 +22,7 @@ to bound memory.
 
 import threading
 import time
+import weakref
 
 from ZEO.Exceptions import ClientDisconnected
 from ZODB.utils import z64
@@ -80,6 +81,16 @@ class Autocommit:
         block.commit()
 
 
+# -- VAL's hook: this thread's open blocks (undo.py refuses to run inside one) --
+_open = threading.local()
+
+
+def open_blocks(session):
+    """This thread's blocks (lock(), transaction(), atomic) on ``session`` not ended yet."""
+    return [block for block in getattr(_open, "blocks", ())
+            if block.session is session and not block.done]
+
+
 class Block:
     """One open transaction on a private connection; statements join it."""
 
@@ -93,6 +104,7 @@ class Block:
         self.txid, self.started = outcome.new_txid(), time.time()
         with translate_errors(session.name):
             self.tm.begin()
+        _open.__dict__.setdefault("blocks", weakref.WeakSet()).add(self)  # for open_blocks()
 
     def _guard(self):
         txn = self.tm.get()
