@@ -9,10 +9,10 @@
 """
 
 from .database import Database, client, connect
-from .errors import (BadIndexError, ConflictError, DatabaseLockedError, DisconnectedError,
+from .errors import (StorageError, BadArgumentError, BadIndexError, ConflictError, DatabaseLockedError, DisconnectedError,
                      Error, KeyNotFoundError, NotAContainerError, PathError, ReadOnlyError,
                      UndoError, UnorderableKeyError, UnstorableValueError, URLError,
-                     ValueNotFoundError)
+                     OperationError, UnsafeClassError, ValueNotFoundError)
 from .files import File
 from .paths import Path
 
@@ -22,5 +22,6 @@ __all__ = [
     "connect", "client", "Database", "Path", "File",
     "Error", "PathError", "KeyNotFoundError", "BadIndexError", "NotAContainerError",
     "UnstorableValueError", "UnorderableKeyError", "ValueNotFoundError", "ConflictError",
-    "UndoError", "ReadOnlyError", "DisconnectedError", "DatabaseLockedError", "URLError",
+    "UndoError", "ReadOnlyError", "DisconnectedError", "StorageError", "DatabaseLockedError", "URLError",
+    "BadArgumentError", "OperationError", "UnsafeClassError",
 ]

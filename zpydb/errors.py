@@ -13,13 +13,18 @@ The tree::
     │   ├── KeyNotFoundError      (KeyError)    missing dict key
     │   ├── BadIndexError         (IndexError)  list index out of range
     │   ├── NotAContainerError    (TypeError)   subscripting a scalar, wrong method
-    │   ├── UnstorableValueError  (TypeError)   a value type zpydb cannot store
+    │   ├── UnstorableValueError  (TypeError)   a value zpydb cannot store: its type,
+    │   │                                       a cycle, or nesting past MAX_DEPTH
     │   ├── UnorderableKeyError   (TypeError)   dict keys that cannot be ordered
-    │   └── ValueNotFoundError    (ValueError)  list.remove / list.index miss
+    │   ├── ValueNotFoundError    (ValueError)  list.remove / list.index miss
+    │   ├── BadArgumentError      (TypeError, ValueError)  wrong arguments to a method
+    │   └── OperationError        (TypeError)   values that cannot do what was asked
     ├── ConflictError             another client changed the same data (retry)
-    ├── UndoError                 nothing to undo/redo, or undo blocked
+    ├── UndoError                 nothing to undo/redo, undo blocked, or inside a block
     ├── ReadOnlyError             writing through a read-only server/storage
     ├── DisconnectedError         the server did not answer in time
+    ├── StorageError              the storage could not write (disk full...)
+    ├── UnsafeClassError          a record names a class zpydb never stores (not loaded)
     ├── DatabaseLockedError       an embedded Data.fs is in use by another process
     └── URLError (ValueError)     a URL zpydb cannot open
 """
@@ -69,6 +74,23 @@ class ValueNotFoundError(PathError, ValueError):
     """``remove(x)`` / ``index(x)`` on a list without ``x``."""
 
 
+class BadArgumentError(PathError, TypeError, ValueError):
+    """A method called with arguments of the wrong number, type or value.
+
+    ``d.pop()`` without a key, ``l.insert('x', v)``, a slice step of 0: Python
+    raises TypeError for some of these and ValueError for others, so this is both.
+    """
+
+
+class OperationError(PathError, TypeError):
+    """The values cannot do what was asked: nothing was changed.
+
+    Sorting items that cannot be compared, ``db['n'] += 'x'`` on an int, or an
+    object's own ``__eq__``/``__lt__`` (or a sort key function) that raised;
+    the original exception is the ``__cause__``.
+    """
+
+
 class ConflictError(Error, TransientError):
     """A commit lost a race with another client's commit; nothing was applied.
 
@@ -78,7 +100,8 @@ class ConflictError(Error, TransientError):
 
 
 class UndoError(Error):
-    """Nothing to undo or redo, an undo blocked by later changes, or no undo support."""
+    """Nothing to undo or redo, an undo blocked by later changes, no undo support,
+    or undo/redo/history called while a lock()/transaction()/atomic block is open."""
 
 
 class ReadOnlyError(Error):
@@ -86,7 +109,34 @@ class ReadOnlyError(Error):
 
 
 class DisconnectedError(Error):
-    """The storage server did not answer within the configured wait."""
+    """The storage server did not answer within the configured wait.
+
+    ``applied`` is False when nothing was applied, None when zpydb could not
+    find out whether a commit that broke off happened (the message says so).
+    """
+
+    applied = False
+
+
+class StorageError(Error):
+    """The storage could not write a change (disk full, a server-side failure).
+
+    ``applied`` says what zpydb found in the transaction log afterwards.
+    """
+
+
+class UnsafeClassError(Error):
+    """A record names a class or function zpydb never stores; it was not loaded.
+
+    Raised instead of importing ``module.name`` (zpydb.safety): the data was
+    written by another program, possibly to run code in whoever reads it.
+    """
+
+    def __init__(self, module, name, reason=None):
+        self.module, self.name = module, name
+        reason = reason or ("zpydb loads only the types it stores (see docs/security.md); "
+                            "the record was written by another program")
+        super().__init__(f"refused to load {module}.{name} from the database: {reason}")
 
 
 class DatabaseLockedError(Error):

@@ -8,7 +8,9 @@ The tree a user sees is plain dicts, lists and scalars.  What ZODB stores is:
 * list, range -> ``PersistentList``, or past :data:`BIG_LIST_THRESHOLD` items a
   :class:`~zpydb.biglist.BigList` (a counted tree of chunks) so appends stay cheap;
 * str, bytes, int, float, bool, None, tuple -> stored as they are (immutable,
-  pickled inside their parent's record).
+  pickled inside their parent's record).  A subclass instance (an IntEnum, a
+  namedtuple, a str subclass) is stored as its exact base type, copied without
+  running its methods: no class of yours is ever stored (docs/security.md).
 
 Every write converts deeply (:func:`to_node`) and every read copies deeply
 (:func:`to_plain`), so no persistent object ever reaches the caller: mutating a
@@ -19,6 +21,10 @@ all strings, all numbers, all bytes, or all tuples that compare element by
 element.  A new dict with mixed keys, or a key that cannot be ordered against an
 existing dict's keys, raises :class:`~zpydb.errors.UnorderableKeyError` before
 anything is committed; a lookup with a key of another type simply finds nothing.
+
+Values nest at most :data:`MAX_DEPTH` levels below ``db`` and never contain
+themselves: :func:`to_node` refuses both with an UnstorableValueError naming
+the path, so what is stored can always be read, printed and exported.
 """
 
 from collections.abc import Mapping
@@ -29,8 +35,17 @@ from persistent.mapping import PersistentMapping
 
 from .biglist import BIG_LIST_THRESHOLD, BigList
 from .errors import UnorderableKeyError, UnstorableValueError
+from .merging import AppendList, Counter
 
 SCALARS = (str, bytes, int, float, bool, type(None))
+
+#: At most this many dicts, lists and tuples (and tuple keys) inside one another,
+#: counted from db: ``db['a'] = [[1]]`` puts lists at levels 1 and 2.  Every
+#: write checks it, so nothing is stored that reading, printing (pprint),
+#: JSON export or ZODB's pickling cannot handle; each of those recurses a few
+#: Python frames per level, and 100 levels leave most of the default recursion
+#: limit (1000) to the caller.
+MAX_DEPTH = 100
 KEY_TYPES = (str, bytes, int, float, bool, tuple)
 DICT_NODES = (OOBTree, PersistentMapping)
 LIST_NODES = (PersistentList, BigList)
@@ -61,21 +76,30 @@ def is_container(node):
     return is_dict_node(node) or is_list_node(node)
 
 
-def to_node(value, path="db"):
+def to_node(value, path="db", level=1, parents=()):
     """Convert a plain value into what zpydb stores, checking every type and key.
 
-    ``path`` names where the value is going, for the error message.  Raises a
-    TypeError subclass, having built nothing persistent that could be committed.
+    ``path`` names where the value is going, for the error message; ``level``
+    is how many subscripts below ``db`` it will sit (``db['a']`` is 1), so
+    that the nesting limit (:data:`MAX_DEPTH`) holds for values written at
+    deep paths too; ``parents`` are the ids of the containers around it being
+    converted (a value that contains itself is refused, not recursed into).
+    Raises a TypeError subclass, having built nothing persistent that could
+    be committed.
     """
     if isinstance(value, SCALARS):
         return value
     if isinstance(value, Mapping):
-        return _dict_node(value, path)
+        return _dict_node(value, path, level, _enter(value, path, level, parents))
     if isinstance(value, (list, range)) or _is_sequence_view(value):
-        items = [to_node(item, f"{path}[{index}]") for index, item in enumerate(value)]
+        parents = _enter(value, path, level, parents)
+        items = [to_node(item, f"{path}[{index}]", level + 1, parents)
+                 for index, item in _items(value, path)]
         return make_list_node(items)
     if isinstance(value, tuple):
-        return tuple(_tuple_item(item, f"{path}[{index}]") for index, item in enumerate(value))
+        _enter(value, path, level, ())
+        return tuple(_tuple_item(item, f"{path}[{index}]", level + 1)
+                     for index, item in enumerate(value))
     converter = _extra_converter(value)
     if converter is not None:
         return converter(value)
@@ -88,7 +112,7 @@ def make_list_node(items):
     """A PersistentList for ordinary lists, a BigList past the threshold."""
     if len(items) > BIG_LIST_THRESHOLD:
         return BigList(items)
-    return PersistentList(items)
+    return AppendList(items)  # concurrent appends merge (merging.py)
 
 
 def _is_sequence_view(value):
@@ -102,37 +126,102 @@ def _extra_converter(value):
     return None
 
 
-def _tuple_item(item, path):
+def _enter(value, path, level, parents):
+    """Refuse a container nested past MAX_DEPTH or inside itself; else its parents + it."""
+    if level > MAX_DEPTH:
+        raise UnstorableValueError(
+            path, f"nested too deeply: zpydb stores dicts, lists and tuples at most "
+                  f"{MAX_DEPTH} levels below db, and this one would be at level {level}")
+    if id(value) in parents:
+        raise UnstorableValueError(
+            path, f"the value contains itself (this {type(value).__name__} is one of its "
+                  f"own items, a cycle); zpydb stores trees, so store a copy or a key")
+    return parents + (id(value),)
+
+
+def _items(value, path):
+    """``enumerate(value)``; a user container that fails to iterate is an UnstorableValueError."""
+    if type(value) in (list, range):
+        return enumerate(value)  # builtins: lazily, nothing can fail
+    try:
+        return list(enumerate(value))
+    except Exception as exc:
+        raise UnstorableValueError(
+            path, f"reading the {type(value).__name__} to store it raised "
+                  f"{type(exc).__name__}: {exc}") from exc
+
+
+def _tuple_item(item, path, level):
     if isinstance(item, SCALARS):
-        return item
+        return to_node(item, path)
     if isinstance(item, tuple):
-        return tuple(_tuple_item(x, f"{path}[{i}]") for i, x in enumerate(item))
+        _enter(item, path, level, ())
+        return tuple(_tuple_item(x, f"{path}[{i}]", level + 1) for i, x in enumerate(item))
     raise UnstorableValueError(
         path, f"a tuple may hold only scalars and tuples, not {type(item).__name__} "
               f"(use a list for nested data)")
 
 
-def _dict_node(mapping, path):
-    keys = list(mapping)
-    for key in keys:
-        check_key_type(key, path)
+def _dict_node(mapping, path, level, parents):
+    pairs = _pairs(mapping, path)
+    keys = [check_key_type(key, path, level) for key, _ in pairs]
     check_keys_orderable(keys, path)
     tree = OOBTree()
-    for key in keys:
-        tree[key] = to_node(mapping[key], f"{path}[{key!r}]")
+    for key, (_, value) in zip(keys, pairs):
+        tree[key] = to_node(value, f"{path}[{short_repr(key)}]", level + 1, parents)
     return tree
 
 
-def check_key_type(key, path):
-    if not isinstance(key, KEY_TYPES) or (isinstance(key, tuple) and not _tuple_key_ok(key)):
+def _pairs(mapping, path):
+    """``list(mapping.items())``; a failing user mapping is an UnstorableValueError."""
+    try:
+        return [(key, mapping[key]) for key in mapping]
+    except Exception as exc:
         raise UnstorableValueError(
-            f"{path}[{key!r}]", f"dict keys must be str, bytes, int, float, bool or tuples "
-                                f"of those, not {type(key).__name__}")
+            path, f"reading the {type(mapping).__name__} to store it raised "
+                  f"{type(exc).__name__}: {exc}") from exc
 
 
-def _tuple_key_ok(key):
-    return all(isinstance(k, SCALARS[:-1]) or (isinstance(k, tuple) and _tuple_key_ok(k))
-               for k in key)
+def check_key_type(key, path, level=0):
+    """The key as stored (exact builtin types), or UnstorableValueError.
+
+    ``path``/``level``: the dict that gets the key.  Tuple keys count towards
+    the nesting limit from the dict's level, as values do.
+    """
+    exact = exact_key(key, MAX_DEPTH - level)
+    if exact is None:
+        raise UnstorableValueError(
+            f"{path}[{short_repr(key, 60)}]",
+            f"dict keys must be str, bytes, int, float, bool or tuples of those (nested at "
+            f"most {MAX_DEPTH} levels below db), not {describe_type(key)}")
+    return exact
+
+
+#: str/bytes/int/float subclasses become the builtin type (their own methods never run).
+_EXACT_COPY = ((bool, bool), (str, str.__str__), (bytes, bytes.__bytes__),
+               (int, int.__int__), (float, float.__float__))
+
+
+def exact_key(key, room=None):
+    """``key`` made of exact builtin types, or None when it cannot be a dict key.
+
+    ``room``: how many levels of tuples it may nest (None: MAX_DEPTH).  Used for
+    lookups too: a key that could never have been stored is simply not there,
+    and no user-defined comparison ever runs inside a BTree.
+    """
+    room = MAX_DEPTH if room is None else room
+    kind = type(key)
+    if kind is str or kind is int or kind is bytes or kind is float or kind is bool:
+        return key
+    if isinstance(key, tuple):
+        if room < 1:
+            return None
+        parts = [exact_key(part, room - 1) for part in key]
+        return None if any(part is None for part in parts) else tuple(parts)
+    for base, copy in _EXACT_COPY:
+        if isinstance(key, base):
+            return copy(key)
+    return None
 
 
 def check_keys_orderable(keys, path):
@@ -145,7 +234,7 @@ def check_keys_orderable(keys, path):
 
 
 def unorderable_message(key, other):
-    return (f"keys {key!r} and {other!r} cannot be ordered against each other; the keys "
+    return (f"keys {short_repr(key, 60)} and {short_repr(other, 60)} cannot be ordered against each other; the keys "
             f"of one dict must be all str, all numbers, all bytes or all comparable tuples")
 
 
@@ -159,45 +248,120 @@ def _incomparable_pair(keys):
     return keys[0], keys[-1]
 
 
-def key_fits(tree, key):
-    """True when ``key`` can be compared with the keys already in ``tree``.
+#: What :func:`find` returns for a key that is not there.
+MISSING = object()
 
-    A str-keyed OOBTree raises TypeError even for ``1 in tree``, so lookups
-    check first and treat a key of another kind as simply absent.  (Never
-    ``len(tree)`` here: a BTree counts its keys by walking every bucket.)
+
+def find(tree, key, default=MISSING):
+    """``tree[key]``, or ``default`` when the key is not there.
+
+    Not there includes keys that could never have been stored (see
+    :func:`exact_key`) and keys of another kind: a BTree raises TypeError for
+    ``1`` in a str-keyed dict, and for ``('b', 2)`` only when it meets a key
+    like ``('b', 'x')`` deep inside, so no check of the ends can tell.
     """
-    if not isinstance(tree, OOBTree):
-        return True
+    exact = exact_key(key)
+    if exact is None:
+        return default
     try:
-        low = tree.minKey()
-    except ValueError:  # empty tree
-        return True
-    if type(low) is type(key) and type(key) is not tuple:
-        return True  # the common case: same scalar type, nothing to check
+        return tree.get(exact, default)
+    except TypeError:
+        return default
+
+
+def key_fits(tree, key):
+    """True when ``key`` can be looked up in ``tree`` (it may still be absent)."""
+    exact = exact_key(key)
+    if exact is None:
+        return False
     try:
-        key < low  # noqa: B015 - comparing only to see whether it raises
-        tree.maxKey() < key  # noqa: B015
+        tree.get(exact)
     except TypeError:
         return False
     return True
 
 
-def to_plain(node):
-    """A deep plain copy of a stored value: dicts, lists, tuples and scalars."""
+def to_plain(node, depth=0):
+    """A deep plain copy of a stored value: dicts, lists, tuples and scalars.
+
+    Recursive for speed; past MAX_DEPTH levels (only data stored before zpydb
+    limited nesting, or by other code) it goes on without recursion, so any
+    stored value can be read.
+    """
     if isinstance(node, SCALARS):
         return node
+    if depth > MAX_DEPTH:
+        return _to_plain_deep(node)
+    depth += 1
     if is_dict_node(node):
-        return {key: to_plain(value) for key, value in node.items()}
+        return {key: to_plain(value, depth) for key, value in node.items()}
     if is_list_node(node):
-        return [to_plain(item) for item in node]
+        return [to_plain(item, depth) for item in node]
     if isinstance(node, tuple):
-        return tuple(to_plain(item) for item in node)
+        return tuple([to_plain(item, depth) for item in node])
+    if isinstance(node, Counter):  # a number that += made mergeable (merging.py)
+        return node.value
     converter = _plain_converters.get(type(node))
     if converter is not None:
         return converter(node)
     if isinstance(node, (dict, list)):  # data written by raw ZODB code
-        return to_plain(OOBTree(node) if isinstance(node, dict) else PersistentList(node))
+        return to_plain(OOBTree(node) if isinstance(node, dict) else PersistentList(node), depth)
     return node
+
+
+def _to_plain_deep(node):
+    """:func:`to_plain` with an explicit stack instead of recursion."""
+    result = [None]
+    stack = [(node, result, 0)]
+    tuples = []  # (holder, slot) of tuples, frozen innermost first at the end
+    while stack:
+        node, holder, slot = stack.pop()
+        if is_dict_node(node) or isinstance(node, dict):
+            copy, pairs = {}, node.items()
+        elif is_list_node(node) or isinstance(node, (list, tuple)):
+            copy, pairs = [None] * len(node), enumerate(node)
+            if isinstance(node, tuple):
+                tuples.append((holder, slot))
+        else:
+            holder[slot] = to_plain(node)  # a scalar, counter or file: no nesting
+            continue
+        holder[slot] = copy
+        for key, value in pairs:
+            copy[key] = None  # keeps the dict's key order
+            stack.append((value, copy, key))
+    for holder, slot in reversed(tuples):
+        holder[slot] = tuple(holder[slot])
+    return result[0]
+
+
+def short_repr(value, limit=120):
+    """``repr(value)`` for notes and messages: at most ``limit`` characters, never raising.
+
+    repr() itself fails for an int of more than 4300 digits (ValueError), for
+    values nested past the recursion limit, and in a ``__repr__`` that raises.
+    """
+    try:
+        text = repr(value)
+    except Exception:
+        text = _summary(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _summary(value):
+    if isinstance(value, int):
+        return f"<int of about {int(value.bit_length() * 0.30103) + 1} digits>"
+    try:
+        return f"<{type(value).__name__} of {len(value)} items>"
+    except Exception:
+        return f"<{type(value).__name__} object>"
+
+
+def describe_type(node):
+    """"an int", "a dict", "None": the type as a message names it."""
+    name = type_name(node)
+    if name == "NoneType":
+        return "None"
+    return ("an " if name[0] in "aeiou" else "a ") + name
 
 
 def type_name(node):
@@ -206,4 +370,6 @@ def type_name(node):
         return "dict"
     if is_list_node(node):
         return "list"
+    if isinstance(node, Counter):
+        return type(node.value).__name__
     return type(node).__name__

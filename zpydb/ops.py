@@ -16,18 +16,29 @@ statement, relies on ZODB's store-time conflict check, and BTrees merge
 concurrent changes to different keys).
 """
 
+import itertools
+
 from BTrees.OOBTree import OOBTree
 from persistent.list import PersistentList
+from ZODB.POSException import POSError
 
-from . import nodes
+from . import merging, nodes
 from .biglist import BIG_LIST_THRESHOLD, BigList
-from .errors import (BadIndexError, KeyNotFoundError, NotAContainerError,
-                     UnorderableKeyError, ValueNotFoundError)
+from .errors import (BadArgumentError, BadIndexError, Error, KeyNotFoundError,
+                     NotAContainerError, OperationError, UnorderableKeyError, ValueNotFoundError)
 
 LIST_WRITERS = {"append", "extend", "insert", "pop", "remove", "sort", "reverse", "clear"}
 DICT_WRITERS = {"update", "setdefault", "pop", "popitem", "clear"}
 LIST_READERS = {"index", "count"}
 DICT_READERS = {"get", "keys", "values", "items"}
+
+#: (fewest, most) positional arguments of each method, checked before anything
+#: is read or changed; ``pop`` differs between lists and dicts.
+ARITY = {"append": (1, 1), "extend": (1, 1), "insert": (2, 2), "list.pop": (0, 1),
+         "remove": (1, 1), "sort": (0, 0), "reverse": (0, 0), "clear": (0, 0),
+         "update": (0, 1), "setdefault": (1, 2), "dict.pop": (1, 2), "popitem": (0, 0),
+         "get": (1, 2), "keys": (0, 0), "values": (0, 0), "items": (0, 0),
+         "index": (1, 3), "count": (1, 1), "len": (0, 0), "contains": (1, 1), "iter": (0, 0)}
 
 
 def format_path(steps):
@@ -37,10 +48,10 @@ def format_path(steps):
 
 def _format_step(step):
     if isinstance(step, slice):
-        parts = ["" if x is None else repr(x) for x in (step.start, step.stop)]
+        parts = ["" if x is None else nodes.short_repr(x, 40) for x in (step.start, step.stop)]
         text = ":".join(parts)
-        return text + (f":{step.step!r}" if step.step is not None else "")
-    return repr(step)
+        return text + (f":{nodes.short_repr(step.step, 40)}" if step.step is not None else "")
+    return nodes.short_repr(step, 100)
 
 
 # -- walking ---------------------------------------------------------------
@@ -61,25 +72,23 @@ def traverse(root, steps, visit=None, for_write=False):
 def child(node, step, steps, visit=None):
     """``node[step]`` with zpydb's errors; ``steps`` is the path of the child."""
     if nodes.is_dict_node(node):
-        if isinstance(step, slice) or not nodes.key_fits(node, step):
+        value = nodes.MISSING if isinstance(step, slice) else nodes.find(node, step)
+        if value is nodes.MISSING:
             raise KeyNotFoundError(format_path(steps), "no such key")
-        _visit(visit, node, step)
-        try:
-            value = node[step]
-        except KeyError:
-            raise KeyNotFoundError(format_path(steps), "no such key") from None
+        _visit(visit, node, nodes.exact_key(step))
     elif nodes.is_list_node(node):
         value = _list_child(node, step, steps)
         _visit(visit, node, step)
     else:
         raise NotAContainerError(format_path(steps),
-                                 f"{format_path(steps[:-1])} is a {nodes.type_name(node)}, "
+                                 f"{format_path(steps[:-1])} is {nodes.describe_type(node)}, "
                                  f"not a dict or list")
     return value
 
 
 def _list_child(node, step, steps):
     if isinstance(step, slice):
+        _check_slice(node, step, format_path(steps))
         return PersistentList(node[step])
     if not isinstance(step, int) or isinstance(step, bool):
         raise NotAContainerError(format_path(steps),
@@ -88,25 +97,54 @@ def _list_child(node, step, steps):
     try:
         return node[step]
     except IndexError:
-        raise BadIndexError(format_path(steps),
-                            f"index {step} out of range for a list of {len(node)} items") from None
+        raise BadIndexError(format_path(steps), _out_of_range(step, node)) from None
+
+
+def _out_of_range(index, lst):
+    return f"index {nodes.short_repr(index, 40)} out of range for a list of {len(lst)} items"
 
 
 def _check_index(lst, index, path):
     if not isinstance(index, int) or isinstance(index, bool):
         raise NotAContainerError(path, f"list indices must be integers, not {type(index).__name__}")
     if not -len(lst) <= index < len(lst):
-        raise BadIndexError(f"{path}[{index}]",
-                            f"index {index} out of range for a list of {len(lst)} items")
+        raise BadIndexError(f"{path}[{nodes.short_repr(index, 40)}]", _out_of_range(index, lst))
+
+
+def _check_slice(lst, step, path):
+    """A slice Python would refuse (step 0, non-integer bounds) is a BadArgumentError."""
+    try:
+        step.indices(len(lst))
+    except (TypeError, ValueError) as exc:
+        raise BadArgumentError(path, f"bad slice: {exc}") from None
+
+
+def _check_arity(name, args, path):
+    low, high = ARITY[name]
+    if not low <= len(args) <= high:
+        wanted = (f"{low}" if low == high else f"{low} to {high}") + " argument"
+        wanted += "" if high == 1 else "s"
+        raise BadArgumentError(path, f"{name.split('.')[-1]}() takes {wanted}, "
+                                     f"not {len(args)}")
 
 
 def _visit_all(visit, node):
     """Register ``node`` and everything below it (a whole value was read)."""
-    if visit is None or not nodes.is_container(node):
+    if visit is None:
         return
-    _visit(visit, node, None)
-    for item in (node.values() if nodes.is_dict_node(node) else node):
-        _visit_all(visit, item)
+    if merging.is_counter(node):  # a number in a record of its own (merging.py)
+        visit(node)
+        return
+    if not nodes.is_container(node):
+        return
+    stack = [node]  # not recursive: data stored before the depth limit may nest deeper
+    while stack:
+        node = stack.pop()
+        if merging.is_counter(node):
+            visit(node)
+        elif nodes.is_container(node):
+            _visit(visit, node, None)
+            stack.extend(node.values() if nodes.is_dict_node(node) else node)
 
 
 def _visit(visit, node, key):
@@ -159,6 +197,8 @@ def call_reader(root, steps, name, args, kwargs, visit=None):
     node = traverse(root, steps, visit)
     _visit_all(visit, node)
     path = format_path(steps)
+    if name in ARITY:
+        _check_arity(name, args, path)
     if name == "len":
         _require_container(node, path)
         return len(node)
@@ -176,17 +216,39 @@ def call_reader(root, steps, name, args, kwargs, visit=None):
 
 def contains(node, item, path):
     if nodes.is_dict_node(node):
-        return nodes.key_fits(node, item) and item in node
+        return nodes.find(node, item) is not nodes.MISSING
     _require_container(node, path)
-    return any(nodes.to_plain(x) == item for x in node)
+    return any(compare_equal(nodes.to_plain(x), item, path) for x in node)
+
+
+#: Exceptions that are already zpydb's or ZODB's own: never rewrapped.
+PASS_THROUGH = (Error, POSError)
+
+
+def compare_equal(stored, item, path):
+    """``stored == item``; an ``__eq__`` of the caller's object that raises is an OperationError."""
+    try:
+        return bool(stored == item)
+    except PASS_THROUGH:
+        raise
+    except Exception as exc:
+        raise OperationError(path, f"comparing {nodes.short_repr(item, 60)} with an item "
+                                   f"raised {_exc_text(exc)}") from exc
+
+
+def _exc_text(exc):
+    try:
+        return f"{type(exc).__name__}: {exc}"
+    except Exception:  # an exception whose __str__ fails too
+        return type(exc).__name__
 
 
 def _dict_reader(node, name, args):
     if name == "get":
-        key, default = args[0], (args[1] if len(args) > 1 else None)
-        if not nodes.key_fits(node, key) or key not in node:
-            return default
-        return nodes.to_plain(node[key])
+        value = nodes.find(node, args[0])
+        if value is nodes.MISSING:
+            return args[1] if len(args) > 1 else None
+        return nodes.to_plain(value)
     if name == "keys":
         return list(node.keys())
     if name == "values":
@@ -195,43 +257,86 @@ def _dict_reader(node, name, args):
 
 
 def _list_reader(node, name, args, path):
-    plain = [nodes.to_plain(x) for x in node]
+    """``count``/``index`` on a plain copy, comparing with compare_equal's errors."""
+    item = args[0]
+    start, stop = ([_int_arg(a, name, path) for a in args[1:]] + [None, None])[:2]
+    bounds = range(len(node))[start:stop]
+    matches = (i for i, x in itertools.islice(enumerate(node), bounds.start, bounds.stop)
+               if compare_equal(nodes.to_plain(x), item, path))
     if name == "count":
-        return plain.count(args[0])
+        return sum(1 for _ in matches)
+    index = next(matches, None)
+    if index is None:
+        raise ValueNotFoundError(path, f"{nodes.short_repr(item, 60)} is not in the list")
+    return index
+
+
+def apply_operator(symbol, func, left, right, path, shown=None):
+    """``func(left, right)`` for ``<path> <symbol> <right>``, failing as a zpydb error.
+
+    Values that do not mix (``1 + 'x'``, ``[] < 1``), a division by zero, or
+    an operand's own method that raises become an OperationError naming the
+    path, with the original exception as its ``__cause__``; errors that are
+    already zpydb's or ZODB's pass through.  ``shown``: the expression for the
+    message when it is not ``path symbol right``.
+    """
     try:
-        return plain.index(*args)
-    except ValueError:
-        raise ValueNotFoundError(path, f"{args[0]!r} is not in the list") from None
+        return func(left, right)
+    except PASS_THROUGH:
+        raise
+    except Exception as exc:
+        shown = shown or f"{path} {symbol} {nodes.short_repr(right, 60)}"
+        raise OperationError(path, f"cannot compute {shown} ({nodes.describe_type(left)} and "
+                                   f"{nodes.describe_type(right)}): {_exc_text(exc)}") from exc
+
+
+def convert(value, kind, func, path):
+    """``func(value)`` (``int(db['n'])``...); a value that does not convert is an OperationError."""
+    try:
+        return func(value)
+    except PASS_THROUGH:
+        raise
+    except Exception as exc:
+        raise OperationError(path, f"{nodes.describe_type(value)} cannot be used as {kind}: "
+                                   f"{_exc_text(exc)}") from exc
+
+
+def _int_arg(value, name, path):
+    """An index argument (``insert``, ``pop``, ``index`` bounds) as an int, or BadArgumentError."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise BadArgumentError(path, f"{name}() needs an integer index, not "
+                                     f"{nodes.describe_type(value)}")
+    return value
 
 
 def _require_container(node, path):
     if not nodes.is_container(node):
-        raise NotAContainerError(path, f"a {nodes.type_name(node)} has no items")
+        raise NotAContainerError(path, f"{nodes.describe_type(node)} has no items")
 
 
 def _no_method(node, name, path):
-    kind = nodes.type_name(node)
-    return NotAContainerError(path, f"a {kind} has no method {name}()")
+    return NotAContainerError(path, f"{nodes.describe_type(node)} has no method {name}()")
 
 
 # -- writing ---------------------------------------------------------------
 
 def set_item(root, steps, value, visit=None):
-    """``db[...][key] = value``: convert deeply, then store in the parent."""
+    """``db[...][key] = value``: convert deeply (depth counted from db), then store."""
     parent = traverse(root, steps[:-1], visit, for_write=True)
     key, path = steps[-1], format_path(steps)
-    node = nodes.to_node(value, path)
+    sliced = isinstance(key, slice)
+    node = nodes.to_node(value, path, len(steps) - sliced)  # a slice's items sit at len(steps)
     if nodes.is_dict_node(parent):
-        if isinstance(key, slice):
+        if sliced:
             raise NotAContainerError(path, "dicts cannot be sliced")
-        nodes.check_key_type(key, format_path(steps[:-1]))
+        key = nodes.check_key_type(key, format_path(steps[:-1]), len(steps) - 1)
         _store_key(parent, key, node, path)
     elif nodes.is_list_node(parent):
         _store_index(parent, key, node, steps)
         _promote_if_big(root, steps[:-1], parent)
     else:
-        raise NotAContainerError(path, f"{format_path(steps[:-1])} is a "
-                                       f"{nodes.type_name(parent)}, not a dict or list")
+        raise NotAContainerError(path, f"{format_path(steps[:-1])} is "
+                                       f"{nodes.describe_type(parent)}, not a dict or list")
 
 
 def _store_key(tree, key, node, path):
@@ -247,7 +352,11 @@ def _store_index(lst, index, node, steps):
     if isinstance(index, slice):
         if not nodes.is_list_node(node):
             raise NotAContainerError(path, "slice assignment needs a list or range")
-        lst[index] = list(node)
+        _check_slice(lst, index, path)
+        try:
+            lst[index] = list(node)  # fails before changing anything
+        except ValueError as exc:  # an extended slice of another length
+            raise BadArgumentError(path, str(exc)) from None
         return
     _check_index(lst, index, format_path(steps[:-1]))
     lst[index] = node
@@ -258,34 +367,49 @@ def del_item(root, steps, visit=None):
     key, path = steps[-1], format_path(steps)
     if not isinstance(key, slice):
         child(parent, key, steps)
+        if nodes.is_dict_node(parent):
+            key = nodes.exact_key(key)
     elif not nodes.is_list_node(parent):
         raise NotAContainerError(path, "only lists can be sliced")
+    else:
+        _check_slice(parent, key, path)
     del parent[key]
 
 
 def call_writer(root, steps, name, args, kwargs, visit=None):
-    """Mutating methods of list and dict, applied to the stored node."""
+    """Mutating methods of list and dict, applied to the stored node.
+
+    Each checks its arguments and converts every new value before it changes
+    anything, so a statement that fails inside a block leaves nothing behind.
+    """
     node = traverse(root, steps, visit, for_write=True)
     path = format_path(steps)
     if nodes.is_list_node(node) and name in LIST_WRITERS:
-        result = _list_writer(node, name, args, kwargs, path)
+        _check_arity("list.pop" if name == "pop" else name, args, path)
+        result = _list_writer(node, name, args, kwargs, path, len(steps))
         _promote_if_big(root, steps, node)
         return result
     if nodes.is_dict_node(node) and name in DICT_WRITERS:
-        return _dict_writer(node, name, args, kwargs, path)
+        _check_arity("dict.pop" if name == "pop" else name, args, path)
+        return _dict_writer(node, name, args, kwargs, path, len(steps))
     raise _no_method(node, name, path)
 
 
-def _list_writer(node, name, args, kwargs, path):
+def _list_writer(node, name, args, kwargs, path, level):
+    """``level``: how deep the list sits below db; its new items sit one deeper."""
     n = len(node)
     if name == "append":
-        node.append(nodes.to_node(args[0], f"{path}[{n}]"))
+        node.append(nodes.to_node(args[0], f"{path}[{n}]", level + 1))
     elif name == "extend":
-        node.extend([nodes.to_node(x, f"{path}[{n + i}]") for i, x in enumerate(args[0])])
+        items = iterable_arg(args[0], name, path)
+        node.extend([nodes.to_node(x, f"{path}[{n + i}]", level + 1)
+                     for i, x in enumerate(items)])
     elif name == "insert":
-        node.insert(args[0], nodes.to_node(args[1], f"{path}[{args[0]!r}]"))
+        index = _int_arg(args[0], name, path)
+        position = max(0, index + n) if index < 0 else min(index, n)  # as list.insert clamps
+        node.insert(position, nodes.to_node(args[1], f"{path}[{position}]", level + 1))
     elif name == "pop":
-        index = args[0] if args else -1
+        index = _int_arg(args[0], name, path) if args else -1
         if not n:
             raise BadIndexError(path, "pop from an empty list")
         _check_index(node, index, path)
@@ -302,63 +426,156 @@ def _list_writer(node, name, args, kwargs, path):
     return None
 
 
+def iterable_arg(value, name, path):
+    if isinstance(value, (list, tuple, range)):
+        return value
+    try:
+        return list(value)
+    except Exception as exc:
+        raise BadArgumentError(path, f"{name}() needs an iterable (a list, tuple, range...), "
+                                     f"not {nodes.describe_type(value)}") from exc
+
+
 def _sort(node, kwargs, path):
+    """list.sort on a plain copy; nothing changes unless every item could be compared."""
     plain = [nodes.to_plain(x) for x in node]
-    key = kwargs.get("key")
-    order = sorted(range(len(plain)), key=lambda i: key(plain[i]) if key else plain[i],
-                   reverse=kwargs.get("reverse", False))
+    key, reverse = kwargs.get("key"), kwargs.get("reverse", False)
+    if key is not None and not callable(key):
+        raise BadArgumentError(path, f"sort(key=...) needs a function, not "
+                                     f"{nodes.describe_type(key)}")
+    if not isinstance(reverse, int):
+        raise BadArgumentError(path, f"sort(reverse=...) needs True or False, not "
+                                     f"{nodes.describe_type(reverse)}")
+    try:
+        order = sorted(range(len(plain)), key=(lambda i: key(plain[i])) if key else plain.__getitem__,
+                       reverse=bool(reverse))
+    except PASS_THROUGH:
+        raise
+    except Exception as exc:  # items of mixed types, or the key function failed
+        raise OperationError(path, f"cannot sort the list: {_exc_text(exc)}") from exc
     items = list(node)
     node[:] = [items[i] for i in order]
 
 
-def _dict_writer(tree, name, args, kwargs, path):
+def _dict_writer(tree, name, args, kwargs, path, level):
+    """``level``: how deep the dict sits below db; its new values sit one deeper."""
     if name == "update":
-        _update(tree, dict(args[0]) if args else {}, kwargs, path)
+        _update(tree, mapping_arg(args[0], path) if args else {}, kwargs, path, level)
         return None
     if name == "setdefault":
-        key = args[0]
-        if not (nodes.key_fits(tree, key) and key in tree):
-            nodes.check_key_type(key, path)
-            default = args[1] if len(args) > 1 else None
-            _store_key(tree, key, nodes.to_node(default, f"{path}[{key!r}]"), f"{path}[{key!r}]")
-        return nodes.to_plain(tree[key])
+        value = nodes.find(tree, args[0])
+        if value is nodes.MISSING:
+            key = nodes.check_key_type(args[0], path, level)
+            key_path = f"{path}[{nodes.short_repr(key)}]"
+            value = nodes.to_node(args[1] if len(args) > 1 else None, key_path, level + 1)
+            _store_key(tree, key, value, key_path)
+        return nodes.to_plain(value)
     if name == "pop":
-        key = args[0]
-        if nodes.key_fits(tree, key) and key in tree:
-            return nodes.to_plain(tree.pop(key))
+        if nodes.find(tree, args[0]) is not nodes.MISSING:
+            return nodes.to_plain(tree.pop(nodes.exact_key(args[0])))
         if len(args) > 1:
             return args[1]
-        raise KeyNotFoundError(f"{path}[{key!r}]", "no such key")
+        raise KeyNotFoundError(f"{path}[{nodes.short_repr(args[0])}]", "no such key")
     if name == "popitem":
-        try:
-            key = tree.maxKey()
-        except ValueError:
-            raise KeyNotFoundError(path, "popitem(): the dict is empty") from None
+        keys = tree.keys()
+        if not keys:
+            raise KeyNotFoundError(path, "popitem(): the dict is empty")
+        key = tree.maxKey() if isinstance(tree, OOBTree) else list(keys)[-1]
         return key, nodes.to_plain(tree.pop(key))
     tree.clear()
     return None
 
 
-def _update(tree, incoming, kwargs, path):
+def mapping_arg(value, path):
+    try:
+        return dict(value)
+    except Exception as exc:
+        raise BadArgumentError(path, f"update() needs a dict or (key, value) pairs, not "
+                                     f"{nodes.short_repr(value, 60)} ({_exc_text(exc)})") from exc
+
+
+def _update(tree, incoming, kwargs, path, level):
     """dict.update, all or nothing: keys already stored are put back on failure."""
     incoming.update(kwargs)
-    for key in incoming:
-        nodes.check_key_type(key, path)
-    converted = {key: nodes.to_node(value, f"{path}[{key!r}]") for key, value in incoming.items()}
-    stored = []  # (key, existed before, old value) of every key written so far
+    keys = [nodes.check_key_type(key, path, level) for key in incoming]
+    converted = {key: nodes.to_node(value, f"{path}[{nodes.short_repr(key)}]", level + 1)
+                 for key, value in zip(keys, incoming.values())}
+    stored = []  # (key, old value or MISSING) of every key written so far
     try:
         for key, node in converted.items():
-            existed = nodes.key_fits(tree, key) and key in tree
-            old = tree[key] if existed else None
-            _store_key(tree, key, node, f"{path}[{key!r}]")
-            stored.append((key, existed, old))
+            old = nodes.find(tree, key)
+            _store_key(tree, key, node, f"{path}[{nodes.short_repr(key)}]")
+            stored.append((key, old))
     except BaseException:
-        for key, existed, old in reversed(stored):
-            if existed:
-                tree[key] = old
-            else:
+        for key, old in reversed(stored):
+            if old is nodes.MISSING:
                 del tree[key]
+            else:
+                tree[key] = old
         raise
+
+
+def augment(root, steps, symbol, func, other, visit=None):
+    """``p op= other`` as one read-modify-write, in the transaction it is given.
+
+    ``+=``/``-=`` of a number on a number does not rewrite the number in its
+    parent: it adds to a :class:`~zpydb.merging.Counter` record (made on the
+    first increment), whose conflict resolution adds concurrent deltas, so
+    any number of clients can increment one key without a single conflict.
+    ``+=`` on a list is ``extend`` (concurrent extends merge too).  Everything
+    else reads the value, computes, and stores the result.
+    """
+    path = format_path(steps)
+    if not steps:
+        raise NotAContainerError("db", f"cannot use {symbol}= on the root")
+    node = traverse(root, steps, visit)
+    if _is_delta(symbol, node, other):
+        _visit(visit, node, None)  # a block that increments has read the number
+        return _add_to_counter(root, steps, node, other if symbol == "+" else -other)
+    _visit_all(visit, node)
+    current = nodes.to_plain(node)
+    if symbol == "+" and isinstance(current, list):
+        return call_writer(root, steps, "extend", [list(other)], {}, visit)
+    result = _operate(func, symbol, current, other, path)
+    if merging.is_counter(node) and _is_number(result):
+        node.set(result)  # never merges with a concurrent increment
+        return None
+    return set_item(root, steps, result, visit)
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_delta(symbol, node, other):
+    current = node.value if merging.is_counter(node) else node
+    return symbol in "+-" and _is_number(current) and _is_number(other)
+
+
+def _add_to_counter(root, steps, node, delta):
+    if merging.is_counter(node):
+        node.add(delta)
+        return None
+    parent = traverse(root, steps[:-1], for_write=True)
+    parent[steps[-1]] = merging.Counter(node + delta)  # one write to the parent, once
+    return None
+
+
+def _operate(func, symbol, current, other, path):
+    """``func(current, other)``; a failure is a zpydb error naming the path."""
+    try:
+        return func(current, other)
+    except (TypeError, ValueError, ArithmeticError) as exc:
+        raise OperationError(path, f"cannot compute {path} {symbol}= {_safe_repr(other)}: "
+                                   f"{exc}") from exc
+
+
+def _safe_repr(value, limit=80):
+    try:
+        text = repr(value)
+    except Exception:  # an int past sys.get_int_max_str_digits(), a hostile __repr__
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _promote_if_big(root, steps, node):

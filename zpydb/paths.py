@@ -18,7 +18,7 @@ and transactions.py's blocks), so the same proxy code serves both.
 
 import operator
 
-from . import ops
+from . import nodes, ops
 
 _MISSING = object()
 
@@ -78,7 +78,7 @@ class Path:
         return iter(self._reader("iter"))
 
     def __eq__(self, other):
-        return self._run() == _plain(other)
+        return self._compute("==", operator.eq, other)
 
     def __ne__(self, other):
         return not self == other
@@ -129,7 +129,9 @@ class Path:
         return self._writer("append", value)
 
     def extend(self, values):
-        return self._writer("extend", list(values) if not isinstance(values, Path) else values)
+        if not isinstance(values, Path):  # a generator is read once, before the note
+            values = ops.iterable_arg(values, "extend", self._expr())
+        return self._writer("extend", values)
 
     def insert(self, index, value):
         return self._writer("insert", index, value)
@@ -152,7 +154,7 @@ class Path:
 
     def update(self, other=(), **kwargs):
         other = other._run() if isinstance(other, Path) else other
-        return self._writer("update", dict(other), **kwargs)
+        return self._writer("update", ops.mapping_arg(other, self._expr()), **kwargs)
 
     def setdefault(self, key, default=None):
         return self._writer("setdefault", key, default)
@@ -166,12 +168,7 @@ class Path:
         note = f"{self._expr()} {symbol}= {_short_repr(other)}"
 
         def apply(root, visit):
-            current = ops.read(root, steps, visit)
-            if symbol == "+" and isinstance(current, list):
-                return ops.call_writer(root, steps, "extend", [list(_plain(other))], {}, visit)
-            if not steps:
-                raise ops.NotAContainerError("db", f"cannot use {symbol}= on the root")
-            return ops.set_item(root, steps, func(current, _plain(other)), visit)
+            return ops.augment(root, steps, symbol, func, _plain(other), visit)
 
         self._executor.write(apply, note)
         return _Applied(self._executor, steps)
@@ -204,38 +201,46 @@ class Path:
         return self._augment("&", operator.and_, other)
 
     # -- plain arithmetic reads the value ----------------------------------
+    def _compute(self, symbol, func, other, shown=None):
+        """``func(value here, other)``; values that do not mix fail as an OperationError."""
+        return ops.apply_operator(symbol, func, self._run(), _plain(other), self._expr(), shown)
+
     def __add__(self, other):
-        return self._run() + _plain(other)
+        return self._compute("+", operator.add, other)
 
     def __radd__(self, other):
-        return _plain(other) + self._run()
+        return self._compute("+", lambda mine, theirs: theirs + mine, other,
+                             f"{nodes.short_repr(_plain(other), 60)} + {self._expr()}")
 
     def __sub__(self, other):
-        return self._run() - _plain(other)
+        return self._compute("-", operator.sub, other)
 
     def __mul__(self, other):
-        return self._run() * _plain(other)
+        return self._compute("*", operator.mul, other)
 
     def __lt__(self, other):
-        return self._run() < _plain(other)
+        return self._compute("<", operator.lt, other)
 
     def __le__(self, other):
-        return self._run() <= _plain(other)
+        return self._compute("<=", operator.le, other)
 
     def __gt__(self, other):
-        return self._run() > _plain(other)
+        return self._compute(">", operator.gt, other)
 
     def __ge__(self, other):
-        return self._run() >= _plain(other)
+        return self._compute(">=", operator.ge, other)
+
+    def _convert(self, kind, func):
+        return ops.convert(self._run(), kind, func, self._expr())
 
     def __int__(self):
-        return int(self._run())
+        return self._convert("an int", int)
 
     def __float__(self):
-        return float(self._run())
+        return self._convert("a float", float)
 
     def __index__(self):
-        return operator.index(self._run())
+        return self._convert("an index", operator.index)
 
 
 class _Applied(Path):
@@ -263,5 +268,5 @@ def _resolve(value, root):
 
 
 def _short_repr(value, limit=120):
-    text = value._expr() if isinstance(value, Path) else repr(value)
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+    """For notes: a Path as its expression, anything else as a repr that never fails."""
+    return value._expr() if isinstance(value, Path) else nodes.short_repr(value, limit)

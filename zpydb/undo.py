@@ -20,14 +20,22 @@ the walk filters here) is read newest first:
 Because the state is the log itself, it is the same for every client and
 survives restarts.  Packing the storage trims the log, and with it how far back
 undo can go.
+
+Notes name the original change: ``undo: db['x'] = 1``, and redoing it
+``redo: db['x'] = 1`` (not ``redo: undo: ...``).  Inside an open ``lock()``,
+``transaction()`` or ``atomic`` block of the same thread, undo/redo/history are
+refused: undo commits on its own connection, behind the block's snapshot, so
+the block would then commit on top of (or conflict with) a change it never saw.
 """
 
 import datetime
 
 from ZODB.POSException import POSKeyError
+from ZODB.POSException import UndoError as POSUndoError
 
-from . import errors
+from . import errors, nodes
 from .session import DATA_KEY, describe_transaction, translate_errors
+from .transactions import open_blocks
 
 TARGET_KEY = "zpydb_target"
 BATCH = 100
@@ -36,18 +44,26 @@ MAX_WALK = 1_000_000
 
 def undo(session):
     """Undo the newest change still in effect; UndoError when there is none."""
+    _refuse_inside_block(session, "undo")
     target = _find(session, _undo_target, "nothing to undo")
     _apply(session, target, "undo")
 
 
 def redo(session):
     """Re-apply the most recently undone change; UndoError when there is none."""
+    _refuse_inside_block(session, "redo")
     target = _find(session, _redo_target, "nothing to redo")
     _apply(session, target, "redo")
 
 
 def history(session, n=10):
     """The newest ``n`` zpydb changes, newest first, as plain dicts."""
+    _refuse_inside_block(session, "history")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise errors.BadArgumentError(
+            "db", f"history(n) needs a whole number n >= 0, not {nodes.short_repr(n, 40)}")
+    if n == 0:
+        return []
     _require_undo(session)
     changes = []
     for entry in _entries(session):
@@ -69,6 +85,30 @@ def _describe(entry):
 
 def _text(value):
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+def _change_note(entry):
+    """The original change an entry stands for: an undo's note is ``undo: <change>``."""
+    text = _text(entry.get("description", ""))
+    if entry.get(DATA_KEY) in ("undo", "redo") and text.startswith(("undo: ", "redo: ")):
+        return text[len("undo: "):]
+    return text
+
+
+def _reason(exc):
+    """str() of ZODB's UndoError; a MultipleUndoErrors that came over ZEO cannot format itself."""
+    try:
+        return str(exc)
+    except Exception:
+        return "some data were modified by a later transaction"
+
+
+def _refuse_inside_block(session, what):
+    if open_blocks(session):
+        raise errors.UndoError(
+            f"db.{what}() cannot run while a db.lock(), db.transaction() or db.atomic block "
+            f"is open in this thread: it would act on committed changes behind the block's "
+            f"back; call it after db.unlock() or the end of the block (nothing was changed)")
 
 
 def _entries(session):
@@ -127,23 +167,27 @@ def _require_undo(session):
 
 
 def _apply(session, entry, kind):
-    note = f"{kind}: {_text(entry.get('description', ''))}"
+    change = _change_note(entry)
+    note = f"{kind}: {change}"
     tm, _conn = session.connection()
     try:
         with translate_errors(session.name):
             txn = tm.begin()
             session.db.undo(entry["id"], txn)
             describe_transaction(txn, note, kind, **{TARGET_KEY: entry["id"]})
-            tm.commit()
+            try:
+                tm.commit()
+            except POSUndoError as exc:  # before translate_errors, whose str(exc) can fail
+                raise errors.UndoError(_reason(exc)) from None
     except POSKeyError as exc:
         tm.abort()
         raise errors.UndoError(
-            f"cannot {kind} {_text(entry.get('description', ''))!r}: a record it needs is "
+            f"cannot {kind} {change!r}: a record it needs is "
             f"gone ({exc}); nothing was changed") from None
     except errors.UndoError as exc:
         tm.abort()
         raise errors.UndoError(
-            f"cannot {kind} {_text(entry.get('description', ''))!r}: a later change touched "
+            f"cannot {kind} {change!r}: a later change touched "
             f"the same data ({exc}); nothing was changed") from None
     except Exception:
         tm.abort()
