@@ -34,6 +34,7 @@ from persistent.list import PersistentList
 from persistent.mapping import PersistentMapping
 
 from .biglist import BIG_LIST_THRESHOLD, BigList
+from . import safety
 from .errors import UnorderableKeyError, UnstorableValueError
 from .merging import AppendList, Counter
 
@@ -87,8 +88,10 @@ def to_node(value, path="db", level=1, parents=()):
     Raises a TypeError subclass, having built nothing persistent that could
     be committed.
     """
-    if isinstance(value, SCALARS):
+    if type(value) in SCALARS:
         return value
+    if isinstance(value, SCALARS):  # a subclass (IntEnum...): stored as its base value
+        return safety.exact_scalar(value, path)
     if isinstance(value, Mapping):
         return _dict_node(value, path, level, _enter(value, path, level, parents))
     if isinstance(value, (list, range)) or _is_sequence_view(value):

@@ -3,7 +3,10 @@
 The server is stock ZEO: ``runzeo`` with one of the bundled ZConfig files in
 ``zeo_configs/`` (``zeo.conf`` read-write, ``replica.conf`` read-only replica,
 ``zeo-tls.conf`` TLS with client certificates).  This module only picks the
-config, applies overrides and runs ``runzeo`` in the foreground.
+config, applies overrides and runs ``runzeo`` in the foreground.  Every config
+it runs must start with ``%import zpydb.zeo_guard``, which hardens runzeo from
+inside (msgpack only, allowed classes only; see zpydb/zeo_guard and
+docs/security.md); a config without that line is refused.
 
 Overrides use runzeo's own command line, so the bundled files are never copied
 or rewritten:
@@ -33,6 +36,8 @@ TLS_CONFIG = "zeo-tls.conf"
 #: Default data directories (relative to the current directory), as in the configs.
 DEFAULT_DATA_DIR = os.path.join("var", "zeo")
 DEFAULT_REPLICA_DATA_DIR = os.path.join("var", "replica")
+#: The config line that installs zpydb.zeo_guard in runzeo (required by zpydb serve).
+GUARD_IMPORT = "%import zpydb.zeo_guard"
 
 
 def configs_dir():
@@ -83,11 +88,21 @@ def _is_replica_config(config):
     return any(line.strip().startswith("<zeoclient") for line in text.splitlines())
 
 
+def _loads_guard(config):
+    """True when the config imports zpydb's server guard (``%import zpydb.zeo_guard``)."""
+    try:
+        lines = Path(config).read_text().splitlines()
+    except OSError:
+        return False
+    return any(line.split() == GUARD_IMPORT.split() for line in lines)
+
+
 def runzeo_command(config=None, address=None, read_only=False, upstream=None, data_dir=None):
     """The ``runzeo`` command line (a list) that serves a zpydb database.
 
     config:    a ZConfig file; default the bundled ``zeo.conf``, or ``replica.conf``
-               when ``read_only``/``upstream`` is given.
+               when ``read_only``/``upstream`` is given.  It must contain the line
+               ``%import zpydb.zeo_guard`` (ValueError otherwise).
     address:   ``HOST:PORT`` to listen on (``-a``; a bare port means 127.0.0.1).
     read_only: serve a read-only replica of ``upstream`` (default 127.0.0.1:8100).
     upstream:  the primary's ``HOST:PORT`` for a replica (implies ``read_only``).
@@ -109,6 +124,9 @@ def runzeo_command(config=None, address=None, read_only=False, upstream=None, da
     bundled = config.resolve().parent == configs_dir().resolve()
     if not config.is_file():
         raise FileNotFoundError(f"ZEO config not found: {config}")
+    if not _loads_guard(config):
+        raise ValueError(f"{config} does not load zpydb's server guard: add the line "
+                         f"'{GUARD_IMPORT}' at its top (see docs/security.md)")
     replica = _is_replica_config(config)
     if read_only and not replica:
         raise ValueError(f"{config} has no <zeoclient> storage: a read-only replica needs "
