@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test install serve certs bench bench-full postgres redis clean
+.PHONY: run test install serve certs bench bench-full postgres redis clean torture
 
 # Create the virtualenv and install zpydb (editable) with its test and bench extras when the
 # packaging files change; var/zeo is where zeo_configs/zeo.conf keeps its data, so
@@ -47,6 +47,15 @@ bench: $(STAMP) postgres redis
 
 bench-full:
 	$(MAKE) bench BENCH_ARGS=--full
+
+# The long reliability suite (tests/test_reliability.py with ZPYDB_TORTURE=1): 50 server kills,
+# 50 writer kills, 150 Ctrl-Cs per backend...; its figures go to var/reliability.jsonl and are
+# printed as the table of docs/reliability.md.
+torture: $(STAMP)
+	mkdir -p var && rm -f var/reliability.jsonl
+	ZPYDB_TORTURE=1 ZPYDB_RELIABILITY_RESULTS=var/reliability.jsonl \
+		$(BIN)/python -m pytest -o timeout=1500 tests/test_reliability.py $(PYTEST_ARGS); \
+		status=$$?; $(BIN)/python -m tests.reliability.report var/reliability.jsonl; exit $$status
 
 clean:
 	rm -rf $(VENV) var build dist *.egg-info .pytest_cache .hypothesis

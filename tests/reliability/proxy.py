@@ -1,0 +1,134 @@
+"""A loopback TCP proxy in front of a ZEO server that cuts the connection at a
+chosen moment of a commit (a lost reply, a lost request), once per ``arm()``.
+
+* ``arm("finish")`` - forward the client's ``tpc_finish`` to the server, then
+  swallow the server's next message (its reply: by then the transaction is
+  committed on disk) and cut both sides.  The client cannot know the outcome
+  from the wire; the data says it committed.
+* ``arm("vote")``   - do NOT forward the client's ``vote``; cut both sides.  The
+  server aborts the transaction: nothing was applied.
+
+Other connections (reconnects) are forwarded untouched.  Threads are daemons;
+``close()`` stops accepting and closes every socket.
+"""
+
+import socket
+import threading
+
+from tests.servers import HOST
+
+MARKERS = {"finish": b"tpc_finish", "vote": b"vote"}
+
+
+class DropProxy:
+    def __init__(self, target):
+        self.target = target
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind((HOST, 0))
+        self.listener.listen(16)
+        self.port = self.listener.getsockname()[1]
+        self.lock = threading.Lock()
+        self.armed = None
+        self.fired = []
+        self.sockets = []
+        self.closed = False
+
+    @property
+    def url(self):
+        return f"zeo://{HOST}:{self.port}"
+
+    def start(self):
+        threading.Thread(target=self._accept, daemon=True).start()
+        return self
+
+    def arm(self, trigger):
+        if trigger not in MARKERS:
+            raise ValueError(trigger)
+        with self.lock:
+            self.armed = trigger
+
+    def close(self):
+        self.closed = True
+        for sock in [self.listener] + self.sockets:
+            try:
+                sock.close()
+            except OSError:
+                pass
+
+    # -- internals ----------------------------------------------------------
+    def _accept(self):
+        while not self.closed:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            try:
+                server = socket.create_connection(self.target, timeout=10)
+                server.settimeout(None)
+            except OSError:
+                client.close()
+                continue
+            self.sockets += [client, server]
+            pair = {"state": None, "client": client, "server": server}
+            threading.Thread(target=self._upstream, args=(pair,), daemon=True).start()
+            threading.Thread(target=self._downstream, args=(pair,), daemon=True).start()
+
+    def _cut(self, pair):
+        for name in ("client", "server"):
+            try:
+                pair[name].shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            try:
+                pair[name].close()
+            except OSError:
+                pass
+
+    def _upstream(self, pair):
+        window = b""
+        while True:
+            try:
+                data = pair["client"].recv(65536)
+            except OSError:
+                data = b""
+            if not data:
+                self._cut(pair)
+                return
+            window = (window + data)[-(len(data) + 16):]
+            with self.lock:
+                trigger = self.armed
+                hit = trigger and MARKERS[trigger] in window
+                if hit:
+                    self.armed = None
+            if hit and trigger == "vote":
+                self.fired.append("vote")
+                self._cut(pair)             # the vote never reaches the server
+                return
+            if hit and trigger == "finish":
+                pair["state"] = "swallow-reply"   # set before the server can answer
+            try:
+                pair["server"].sendall(data)
+            except OSError:
+                self._cut(pair)
+                return
+            window = window[-16:]
+
+    def _downstream(self, pair):
+        while True:
+            try:
+                data = pair["server"].recv(65536)
+            except OSError:
+                data = b""
+            if not data:
+                self._cut(pair)
+                return
+            if pair["state"] == "swallow-reply":
+                self.fired.append("finish")
+                self._cut(pair)             # committed on the server; the reply is lost
+                return
+            try:
+                pair["client"].sendall(data)
+            except OSError:
+                self._cut(pair)
+                return

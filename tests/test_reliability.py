@@ -1,0 +1,535 @@
+"""The reliability suite: crashes, Ctrl-C, lost replies, a full disk, garbage on the wire.
+
+Short version in ``make test``; ``make torture`` (ZPYDB_TORTURE=1) runs the long one
+and writes its figures to $ZPYDB_RELIABILITY_RESULTS (see docs/reliability.md).
+
+Every writer records an acknowledged write only AFTER the statement returned, and
+every error with its type and message (tests/reliability/writer.py); the history
+is then checked against the data (tests/reliability/history.py): nothing
+acknowledged lost, nothing applied twice, no block half applied, no error that
+said "nothing was applied" when it was, no raw (non-zpydb) exception.
+
+Servers run on 127.0.0.1 and free ports, and are stopped by PID.  Each attack is
+bounded in count and in time; the pauses between attacks are the random moments
+of the attack itself, every other wait polls for a condition with a deadline.
+
+Not here: differential fuzzing of statements (VAL: tests/test_values.py,
+tests/test_paths.py) and bad CLI arguments (CLI: tests/test_cli.py).
+"""
+
+import json
+import os
+import random
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+import zpydb
+from tests.reliability import child_env, fstest, record, scale, wait_until
+from tests.reliability.harness import WriterProcess
+from tests.reliability.history import check, read_log
+from tests.reliability.proxy import DropProxy
+from tests.reliability.writer import claim_of
+from tests.servers import ZeoServer
+
+SEED = int(os.environ.get("ZPYDB_RELIABILITY_SEED", "0")) or random.randrange(1, 10**6)
+
+
+def say(message):
+    """Progress on stderr (shown with -s or on failure), with the seed to replay."""
+    print(f"[reliability seed={SEED}] {message}", file=sys.stderr, flush=True)
+
+
+def stored_log(url):
+    with zpydb.connect(url, wait_timeout=30) as db:
+        return db["log"]._run()
+
+
+def init_log(url):
+    with zpydb.connect(url, wait_timeout=30) as db:
+        db["log"] = []
+
+
+def assert_verdict(verdict, **extra):
+    problems = verdict.problems()
+    assert verdict.ok, f"{json.dumps(verdict.figures())}\n{problems}\n{extra or ''}"
+
+
+@pytest.fixture
+def zeo(tmp_path):
+    server = ZeoServer(tmp_path / "zeo")
+    server.start()
+    yield server
+    server.stop()
+
+
+# -- 1. Ctrl-C inside the two-phase commit (deterministic injection) ----------------------
+
+@pytest.mark.parametrize("kind", ["stmt", "block"])
+@pytest.mark.parametrize("phase", ["vote", "finish"])
+@pytest.mark.parametrize("backend", ["file", "zeo"])
+def test_ctrl_c_inside_the_commit_keeps_the_session(tmp_path, backend, phase, kind):
+    """SIGINT delivered inside tpc_vote / the second phase: KeyboardInterrupt reaches the
+    caller, the same ``db`` keeps working, the statement is all or nothing."""
+    server = None
+    if backend == "zeo":
+        server = ZeoServer(tmp_path / "zeo").start()
+        url = server.url
+    else:
+        url = str(tmp_path / "Data.fs")
+    try:
+        out = subprocess.run([sys.executable, "-m", "tests.reliability.probe", url, phase, kind],
+                             capture_output=True, text=True, timeout=120, env=child_env())
+    finally:
+        if server:
+            server.stop()
+    assert out.stdout.strip(), f"probe crashed (exit {out.returncode}):\n{out.stderr[-3000:]}"
+    report = json.loads(out.stdout)
+    record("ctrl-c injected in commit", backend=backend, phase=phase, kind=kind,
+           trials=1, ok=report["after"] == ["ok"] * 3)
+    assert report["fired"], "the injection point was never reached"
+    assert report["probe"] == "KeyboardInterrupt", f"Ctrl-C swallowed or turned into: {report}"
+    assert report["after"] == ["ok"] * 3, f"the same db broke after Ctrl-C: {report['after']}"
+    items = report["items"]
+    assert isinstance(items, list), f"a fresh client cannot read: {items}"
+    probe = [x for x in items if x.startswith("probe")]
+    assert probe in ([], ["probe"] if kind == "stmt" else [f"probe/{j}" for j in range(10)]), \
+        f"half applied or applied twice: {probe}"
+    assert [x for x in items if x.startswith("after")] == ["after0", "after1", "after2"]
+
+
+# -- 2. A commit whose reply is lost, or whose vote never arrives (TCP proxy) -------------
+
+def _write_through(db, kind, tag):
+    if kind == "stmt":
+        db["log"].append(tag)
+    elif kind == "block":
+        with db.transaction() as t:
+            for j in range(10):
+                t["log"].append(f"{tag}/{j}")
+    else:
+        def work(t):
+            for j in range(10):
+                t["log"].append(f"{tag}/{j}")
+        db.atomic(work)
+
+
+@pytest.mark.parametrize("kind", ["stmt", "block", "atomic"])
+@pytest.mark.parametrize("trigger", ["finish", "vote"])
+def test_connection_cut_mid_commit_is_exactly_once_or_truthful(zeo, trigger, kind):
+    """The connection to the server is cut after the server committed (reply lost) or
+    before it got the vote.  zpydb must not say "nothing was applied" unless that is
+    so, must not apply it twice, and the same db must go on by itself."""
+    proxy = DropProxy(zeo.address).start()
+    db = zpydb.connect(proxy.url, wait_timeout=15)
+    try:
+        db["log"] = []
+        db["log"].append("before")
+        proxy.arm(trigger)
+        outcome, message, raw = "returned", "", False
+        try:
+            _write_through(db, kind, "probe")
+        except zpydb.Error as exc:
+            outcome, message = type(exc).__name__, str(exc)
+        except Exception as exc:
+            outcome, message, raw = f"{type(exc).__module__}.{type(exc).__name__}", str(exc), True
+        assert proxy.fired == [trigger], "the proxy did not cut the connection"
+        # the same db goes on by itself (reconnects through the proxy)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                db["log"].append("after")
+                break
+            except zpydb.DisconnectedError:
+                assert time.monotonic() < deadline, "the client did not reconnect by itself"
+    finally:
+        db.close()
+        proxy.close()
+    items = stored_log(zeo.url)
+    want = ["probe"] if kind == "stmt" else [f"probe/{j}" for j in range(10)]
+    probe = [x for x in items if isinstance(x, str) and x.startswith("probe")]
+    applied = len(probe) // len(want)
+    record("connection cut mid-commit", trigger=trigger, kind=kind, trials=1,
+           outcome=outcome, claim=claim_of(message) if message else "", applied=applied)
+    assert probe in ([], want, want * 2) or sorted(probe) in (sorted(want), sorted(want * 2)), \
+        f"half applied: {probe}"
+    if trigger == "finish":
+        assert applied >= 1, "harness: the server should have committed before the cut"
+    assert applied <= 1, f"applied twice ({outcome}: {message})"
+    assert not raw, f"raw exception: {outcome}: {message}"
+    if outcome != "returned" and claim_of(message) == "none":
+        assert applied == 0, f"{outcome} said nothing was applied, but it was: {message}"
+    if outcome == "returned":
+        assert applied == 1, "returned normally but nothing was applied"
+    assert items[0] == "before" and items[-1] == "after"
+
+
+# -- 3. SIGKILL the ZEO server under a writer ------------------------------------------
+
+def test_zeo_server_sigkill_under_a_writer(tmp_path, zeo):
+    kills = scale(10, 50)
+    rng = random.Random(SEED)
+    init_log(zeo.url)
+    writer = WriterProcess(tmp_path / "w", zeo.url, "z", seed=SEED, wait_timeout=10).start()
+    started = time.monotonic()
+    after_restart = []
+    try:
+        writer.wait_acks(1, 60)
+        for number in range(kills):
+            time.sleep(rng.uniform(0.05, 0.5))        # the random moment of the attack
+            zeo.kill()
+            zeo.start()
+            before = writer.acks()
+            writer.wait_acks(before + 1, 60, f"acks after restart {number + 1} (the client "
+                                             f"must go on by itself)")
+            after_restart.append(writer.acks() - before)
+        writer.wait_acks(writer.acks() + 5, 60)
+        exit_code = writer.stop()
+    finally:
+        if writer.alive():
+            writer.kill()
+    items = stored_log(zeo.url)
+    zeo.stop()
+    clean, fstest_output = fstest(zeo.data_dir / "Data.fs")
+    verdict = check(writer.events(), items)
+    figures = record("SIGKILL ZEO server under a writer", trials=kills, fstest_clean=clean,
+                     seconds=round(time.monotonic() - started, 1), **verdict.figures())
+    say(json.dumps(figures))
+    assert exit_code == 0, writer.stderr()
+    assert clean, fstest_output
+    assert_verdict(verdict)
+
+
+# -- 4. SIGKILL an embedded writer, reopen each time ------------------------------------
+
+def test_embedded_writer_sigkill_and_reopen(tmp_path):
+    trials = scale(8, 50)
+    rng = random.Random(SEED)
+    path = str(tmp_path / "Data.fs")
+    init_log(path)
+    events, reopen_failures = [], []
+    verdict = check([], [])
+    started = time.monotonic()
+    for number in range(trials):
+        writer = WriterProcess(tmp_path / "w", path, f"e{number}", seed=SEED + number).start()
+        try:
+            writer.wait_acks(1, 60)
+            time.sleep(rng.uniform(0.05, 0.5))        # the random moment of the attack
+        finally:
+            writer.kill()
+        events += writer.events()
+        try:                                        # reopens: no stale lock, no repair step
+            items = stored_log(path)
+        except Exception as exc:
+            reopen_failures.append(f"trial {number}: {type(exc).__name__}: {exc}")
+            break
+        verdict = check(events, items)
+        if not verdict.ok:
+            break
+    clean, fstest_output = fstest(path)
+    figures = record("SIGKILL embedded writer, reopen", trials=trials, fstest_clean=clean,
+                     reopen_failures=len(reopen_failures),
+                     seconds=round(time.monotonic() - started, 1), **verdict.figures())
+    say(json.dumps(figures))
+    assert not reopen_failures, reopen_failures
+    assert_verdict(verdict, trial=number)
+    assert clean, fstest_output
+
+
+# -- 5. Ctrl-C at random moments inside writes -------------------------------------------
+
+@pytest.mark.parametrize("backend", ["file", "zeo"])
+def test_random_ctrl_c_inside_writes(tmp_path, backend):
+    signals = scale(25, 150)
+    rng = random.Random(SEED)
+    server = None
+    if backend == "zeo":
+        server = ZeoServer(tmp_path / "zeo").start()
+        url = server.url
+    else:
+        url = str(tmp_path / "Data.fs")
+    started = time.monotonic()
+    try:
+        init_log(url)
+        writer = WriterProcess(tmp_path / "w", url, "i", seed=SEED,
+                               catch_interrupt=True).start()
+        try:
+            writer.wait_acks(1, 60)
+            for _ in range(signals):
+                time.sleep(rng.uniform(0.02, 0.3))    # the random moment of the attack
+                writer.signal(signal.SIGINT)
+            writer.wait_acks(writer.acks() + 5, 60,
+                             "acks after the last Ctrl-C (the same db must keep working)",
+                             max_errors=10)
+            exit_code = writer.stop()
+        finally:
+            if writer.alive():
+                writer.kill()
+        items = stored_log(url)
+    finally:
+        if server:
+            server.stop()
+    verdict = check(writer.events(), items)
+    other_errors = {t: n for t, n in verdict.errors.items() if t != "KeyboardInterrupt"}
+    figures = record("Ctrl-C at random moments", backend=backend, trials=signals,
+                     seconds=round(time.monotonic() - started, 1), **verdict.figures())
+    say(json.dumps(figures))
+    assert exit_code == 0, writer.stderr()
+    assert not other_errors, (f"errors after Ctrl-C (the session broke): {other_errors}; "
+                              f"{verdict.samples}")
+    assert_verdict(verdict)
+
+
+# -- 6. Disk full -------------------------------------------------------------------------
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """An 8 MB tmpfs (root only); skipped with the reason where mount is not allowed."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    try:
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mnt)],
+                              capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        pytest.skip(f"cannot mount a tmpfs for the disk-full test: {exc}")
+    if done.returncode:
+        pytest.skip(f"cannot mount a tmpfs for the disk-full test (needs root): "
+                    f"{done.stderr.strip()}")
+    (mnt / "filler").write_bytes(b"\0" * (1 << 20))   # freed later to make room
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], capture_output=True, timeout=30)
+
+
+def _fill(db, prefix, limit=400):
+    """Write 48 KB values until errors; (acknowledged {key: value}, [(key, error)])."""
+    acked, errors = {}, []
+    for i in range(limit):
+        key, value = f"{prefix}{i}", f"{prefix}{i}:" + os.urandom(24 * 1024).hex()
+        try:
+            db["big"][key] = value
+        except Exception as exc:
+            errors.append((key, exc))
+            if len(errors) >= 4:
+                break
+            continue
+        acked[key] = value
+    return acked, errors
+
+
+def _disk_full_findings(errors, stored):
+    """Raw errors, and errors that said "nothing was applied" about a stored key."""
+    findings = [f"raw error: {_describe(e)}" for _, e in errors if not isinstance(e, zpydb.Error)]
+    findings += [f"said nothing was applied but {key} is stored: {_describe(e)}"
+                 for key, e in errors if claim_of(str(e)) == "none" and key in stored]
+    return findings
+
+
+def _describe(exc):
+    return f"{type(exc).__module__}.{type(exc).__qualname__}: {str(exc)[:200]}"
+
+
+def _error_types(errors):
+    counts = {}
+    for _, exc in errors:
+        name = f"{type(exc).__module__}.{type(exc).__qualname__}"
+        counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+def test_disk_full_embedded(small_disk):
+    path = str(small_disk / "Data.fs")
+    db = zpydb.connect(path)
+    db["big"] = {}
+    acked, errors = _fill(db, "k")
+    findings = []
+    assert errors, "the 8 MB disk never filled up"
+    try:
+        some = next(iter(acked))
+        assert db["big"][some]._run() == acked[some]
+    except Exception as exc:
+        findings.append(f"read after disk full: {_describe(exc)}")
+    try:
+        db.close()
+    except Exception as exc:
+        findings.append(f"close on a full disk: {_describe(exc)}")
+    (small_disk / "filler").unlink()                  # room again
+    reopened = zpydb.connect(path)
+    try:
+        stored = reopened["big"]._run()
+        lost = [k for k, v in acked.items() if stored.get(k) != v]
+        reopened["after"] = 1
+    finally:
+        reopened.close()
+    findings += _disk_full_findings(errors, stored)
+    clean, fstest_output = fstest(path)
+    record("disk full (embedded, 8 MB tmpfs)", trials=1, acknowledged=len(acked), lost=len(lost),
+           errors=_error_types(errors), findings=len(findings),
+           fstest_clean=clean, sample=_describe(errors[0][1]))
+    say(f"disk full embedded: {len(acked)} acked, errors {[_describe(e) for _, e in errors]}")
+    assert not lost, lost[:5]
+    assert clean, fstest_output
+    assert not findings, findings
+
+
+def test_disk_full_zeo_server(tmp_path, small_disk):
+    server_dir = tmp_path / "zeo"
+    server_dir.mkdir()
+    os.symlink(small_disk, server_dir / "data")      # the server's Data.fs on the small disk
+    server = ZeoServer(server_dir).start()
+    findings = []
+    try:
+        db = zpydb.connect(server.url, wait_timeout=10)
+        db["big"] = {}
+        acked, errors = _fill(db, "z")
+        assert errors, "the 8 MB disk never filled up"
+        assert server.running, f"the server died on a full disk:\n{server.log()[-2000:]}"
+        (small_disk / "filler").unlink()              # room again: the same db goes on
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                db["after"] = 1
+                break
+            except Exception as exc:
+                if time.monotonic() > deadline:
+                    findings.append(f"no write succeeded after space was freed: {_describe(exc)}")
+                    break
+                time.sleep(0.1)
+        db.close()
+        with zpydb.connect(server.url, wait_timeout=10) as fresh:
+            stored = fresh["big"]._run()
+        lost = [k for k, v in acked.items() if stored.get(k) != v]
+    finally:
+        server.stop()
+    findings += _disk_full_findings(errors, stored)
+    clean, fstest_output = fstest(small_disk / "Data.fs")
+    record("disk full (ZEO server, 8 MB tmpfs)", trials=1, acknowledged=len(acked),
+           lost=len(lost), errors=_error_types(errors), findings=len(findings),
+           fstest_clean=clean, sample=_describe(errors[0][1]))
+    say(f"disk full zeo: {len(acked)} acked, errors {[_describe(e) for _, e in errors]}")
+    assert not lost, lost[:5]
+    assert clean, fstest_output
+    assert not findings, findings
+
+
+# -- 7. Garbage and truncated frames to the ZEO port ----------------------------------------
+
+def _frame(payload):
+    return struct.pack(">I", len(payload)) + payload
+
+
+def _handshake(sock):
+    """Read the server's protocol announcement and echo it: a valid handshake."""
+    header = b""
+    while len(header) < 4:
+        header += sock.recv(4 - len(header))
+    size = struct.unpack(">I", header)[0]
+    body = b""
+    while len(body) < size:
+        body += sock.recv(size - len(body))
+    sock.sendall(_frame(body))
+    return body
+
+
+def _attacks(rng):
+    junk = lambda n: bytes(rng.getrandbits(8) for _ in range(n))  # noqa: E731
+
+    def random_bytes(s):
+        s.sendall(junk(rng.choice([1, 7, 512, 65536])))
+
+    def truncated_header(s):
+        s.sendall(b"\x00\x00")
+
+    def oversized_length(s):
+        s.sendall(struct.pack(">I", 0x7FFFFFFF) + junk(1 << 20))
+
+    def max_length_then_silence(s):
+        s.sendall(b"\xff\xff\xff\xff")
+
+    def handshake_then_junk_frame(s):
+        _handshake(s)
+        s.sendall(_frame(junk(100)) + junk(300))
+
+    def handshake_then_truncated_frame(s):
+        _handshake(s)
+        s.sendall(struct.pack(">I", 1000) + junk(10))
+
+    def handshake_then_bad_pickle(s):
+        _handshake(s)
+        s.sendall(_frame(b"\x80\x03(K\x01X\x04\x00\x00\x00loadq\x00.") + _frame(b"\x80\x03."))
+
+    def handshake_then_empty_frames(s):
+        _handshake(s)
+        s.sendall(_frame(b"") * 1000)
+
+    def bad_handshake(s):
+        s.sendall(_frame(b"Z999") + _frame(junk(50)))
+
+    return [random_bytes, truncated_header, oversized_length, max_length_then_silence,
+            handshake_then_junk_frame, handshake_then_truncated_frame,
+            handshake_then_bad_pickle, handshake_then_empty_frames, bad_handshake]
+
+
+def test_garbage_frames_do_not_stop_the_zeo_server(zeo):
+    rounds = scale(1, 5)
+    rng = random.Random(SEED)
+    stop = threading.Event()
+    acked, failures = [], []
+
+    def normal_client():
+        with zpydb.connect(zeo.url, wait_timeout=10) as db:
+            db["c"] = {}
+            i = 0
+            while not stop.is_set():
+                try:
+                    db["c"][str(i)] = i
+                    acked.append(i)
+                except Exception as exc:
+                    failures.append(_describe(exc))
+                i += 1
+
+    thread = threading.Thread(target=normal_client, daemon=True)
+    thread.start()
+    held, sent = [], 0
+    started = time.monotonic()
+    try:
+        wait_until(lambda: len(acked) >= 3, 60, "the normal client's first writes")
+        for _ in range(rounds):
+            for attack in _attacks(rng):
+                sock = socket.create_connection(zeo.address, timeout=5)
+                try:
+                    attack(sock)
+                    sent += 1
+                except OSError:
+                    pass                          # the server may hang up first: fine
+                if attack.__name__ == "max_length_then_silence":
+                    held.append(sock)             # stays open while others work
+                else:
+                    sock.close()
+                before = len(acked)
+                wait_until(lambda: len(acked) >= before + 3 or not zeo.running, 30,
+                           f"the normal client's writes after {attack.__name__}")
+                assert zeo.running, f"the server died after {attack.__name__}:\n{zeo.log()[-2000:]}"
+        idle = [socket.create_connection(zeo.address, timeout=5) for _ in range(50)]
+        before = len(acked)
+        wait_until(lambda: len(acked) >= before + 3, 30, "writes with 50 idle connections open")
+        for sock in idle + held:
+            sock.close()
+    finally:
+        stop.set()
+        thread.join(30)
+    with zpydb.connect(zeo.url, wait_timeout=10) as fresh:
+        fresh["fresh"] = 1
+        stored = fresh["c"]._run()
+    lost = [i for i in acked if stored.get(str(i)) != i]
+    record("garbage frames to the ZEO port", trials=sent, acknowledged=len(acked),
+           lost=len(lost), errors={f.split(":")[0]: 1 for f in failures},
+           seconds=round(time.monotonic() - started, 1))
+    assert not failures, failures[:5]
+    assert not lost, lost[:5]
+    assert zeo.running
