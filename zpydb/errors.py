@@ -30,6 +30,7 @@ The tree::
 """
 
 from transaction.interfaces import TransientError
+from ZODB.POSException import POSError
 
 
 class Error(Exception):
@@ -125,18 +126,20 @@ class StorageError(Error):
     """
 
 
-class UnsafeClassError(Error):
+class UnsafeClassError(Error, POSError):
     """A record names a class or function zpydb never stores; it was not loaded.
 
     Raised instead of importing ``module.name`` (zpydb.safety): the data was
-    written by another program, possibly to run code in whoever reads it.
+    written by another program, possibly to run code in whoever reads it.  It
+    is also a ZODB ``POSError``, which ZODB passes on as it is (any other error
+    while unpickling a record becomes a bare ``StateLoadError``).
     """
 
     def __init__(self, module, name, reason=None):
         self.module, self.name = module, name
-        reason = reason or ("zpydb loads only the types it stores (see docs/security.md); "
-                            "the record was written by another program")
-        super().__init__(f"refused to load {module}.{name} from the database: {reason}")
+        self.reason = reason or ("zpydb loads only the types it stores (see docs/security.md); "
+                                 "the record was written by another program")
+        super().__init__(f"refused to load {module}.{name} from the database: {self.reason}")
 
 
 class DatabaseLockedError(Error):

@@ -58,21 +58,32 @@ def encode(value, context=None):
 def decode(value, context=None):
     """The inverse of :func:`encode`."""
     context = {} if context is None else context
+    where = context.get("where", "")  # the location in the document, for messages
     if isinstance(value, list):
-        return [decode(v, context) for v in value]
+        return [_decode_at(v, context, f"{where}[{i}]") for i, v in enumerate(value)]
     if isinstance(value, dict):
         if len(value) == 1:
             (tag, inner), = value.items()
             if tag == "$bytes":
                 return base64.b64decode(inner, validate=True)
             if tag == "$tuple":
-                return tuple(decode(v, context) for v in inner)
+                return tuple(_decode_at(v, context, f"{where}[{i}]") for i, v in enumerate(inner))
             if tag == "$dict":
                 return {_hashable(decode(k, context)): decode(v, context) for k, v in inner}
             if tag in decoders:
                 return decoders[tag](inner, context)
-        return {k: decode(v, context) for k, v in value.items()}
+        return {k: _decode_at(v, context, f"{where}[{k!r}]") for k, v in value.items()}
     return value
+
+
+def _decode_at(value, context, where):
+    """:func:`decode` of the item at ``where`` (``['a'][0]``), restoring the location after."""
+    outer = context.get("where", "")
+    context["where"] = where
+    try:
+        return decode(value, context)
+    finally:
+        context["where"] = outer
 
 
 def export_context(output=None, files_dir=None, inline_limit=None):
@@ -94,9 +105,89 @@ def export_context(output=None, files_dir=None, inline_limit=None):
 
 
 def import_context(source=None, files_dir=None):
-    """Where ``$file`` references are resolved: beside ``source`` (the JSON file) or in ``files_dir``."""
-    return {"json_dir": os.path.dirname(os.path.abspath(source)) if source else None,
+    """Where ``$file`` references may point (see :func:`resolve_file_reference`).
+
+    ``source``: the JSON file (None: stdin).  ``files_dir``: the files directory
+    the user names; without it, the ``<source without .json>.files/`` directory
+    that export wrote beside the JSON.
+    """
+    return {"source": os.path.abspath(source) if source else None,
+            "json_dir": os.path.dirname(os.path.abspath(source)) if source else None,
             "files_dir": os.path.abspath(files_dir) if files_dir else None}
+
+
+def files_root(context):
+    """The only directory ``$file`` references may read from (None: there is none)."""
+    if context.get("files_dir"):
+        return context["files_dir"]
+    source = context.get("source")
+    if not source:
+        return None
+    return (source[:-5] if source.lower().endswith(".json") else source) + ".files"
+
+
+def resolve_file_reference(inner, context):
+    """The checked real path of a ``{"$file": {"path": ...}}`` reference's content.
+
+    A JSON document is input like any other: it must not make the import read
+    files it was not given (``/proc/self/environ``, ``../../etc/hostname``, a
+    symlink out).  So the reference must be relative without ``..``; it
+    resolves inside :func:`files_root` (by base name when the user named the
+    directory, else relative to the JSON file, as export writes it), the real
+    path (symlinks followed) must stay inside that directory, and ``size`` and
+    ``sha256`` must be given: the size is checked here, the hash when the
+    content is copied (zpydb.files), inside the import's one transaction.
+    """
+    reference = inner.get("path")
+    fail = _reference_error(context, reference)
+    if not isinstance(reference, str) or not reference:
+        raise fail("the path must be a non-empty string")
+    if _unsafe_reference(reference):
+        raise fail("only relative paths inside the files directory are allowed "
+                   "(no absolute path, no '..')")
+    size, digest = inner.get("size"), inner.get("sha256")
+    if not _is_size(size) or not _is_sha256(digest):
+        raise fail("size (bytes) and sha256 (64 hex digits) are required, as export writes them")
+    root = files_root(context)
+    if root is None:
+        raise fail("JSON read from stdin has no files directory: pass --files-dir DIR")
+    real = os.path.realpath(os.path.join(root, os.path.basename(reference))
+                            if context.get("files_dir") else
+                            os.path.join(context["json_dir"], reference))
+    real_root = os.path.realpath(root)
+    if os.path.commonpath([real_root, real]) != real_root or real == real_root:
+        raise fail(f"it leads outside the files directory {root} (a symlink?)")
+    if not os.path.isfile(real):
+        raise fail(f"{real} is missing or not a file (export wrote the files to {root}; "
+                   f"pass --files-dir DIR if they were moved)")
+    if os.path.getsize(real) != size:
+        raise fail(f"{real} has {os.path.getsize(real)} bytes, the export says {size}")
+    return real
+
+
+def _unsafe_reference(reference):
+    parts = reference.replace("\\", "/").split("/")
+    return os.path.isabs(reference) or reference.startswith(("/", "\\", "~")) or ".." in parts \
+        or ":" in parts[0]
+
+
+def _is_size(size):
+    return isinstance(size, int) and not isinstance(size, bool) and size >= 0
+
+
+def _is_sha256(digest):
+    return isinstance(digest, str) and len(digest) == 64 and \
+        all(c in "0123456789abcdef" for c in digest)
+
+
+def _reference_error(context, reference):
+    """A function making the Error for a bad reference: JSON file, location, reference, reason."""
+    source = context.get("source") or "<stdin>"
+    where = context.get("where") or "the document"
+
+    def fail(reason):
+        return Error(f"{source}: $file {reference!r} at {where}: {reason}; nothing was imported")
+    return fail
 
 
 def _hashable(key):

@@ -484,23 +484,12 @@ def import_file(inner, context):
             raise Error(f"$file {name!r}: base64 is not valid base64") from None
         made = File(data, name=name, content_type=content_type)
     elif "path" in inner:
-        path = _import_path(inner["path"], context)
-        if not os.path.isfile(path):
-            raise Error(f"file {name!r}: {path} is missing (the export wrote it beside the "
-                        f"JSON; pass --files-dir DIR if it was moved)")
+        path = export.resolve_file_reference(inner, context)  # only inside the files dir
         made = File(path, name=name, content_type=content_type)
     else:
         raise Error(f"$file {name!r} has neither base64 nor path")
     made._expected = (inner.get("size"), inner.get("sha256"))
     return made
-
-
-def _import_path(path, context):
-    if context.get("files_dir"):
-        return os.path.join(context["files_dir"], os.path.basename(path))
-    if os.path.isabs(path):
-        return path
-    return os.path.join(context.get("json_dir") or os.getcwd(), path)
 
 
 export.encoders.append((FileHandle, export_file))

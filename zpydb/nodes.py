@@ -102,7 +102,7 @@ def to_node(value, path="db", level=1, parents=()):
     if isinstance(value, tuple):
         _enter(value, path, level, ())
         return tuple(_tuple_item(item, f"{path}[{index}]", level + 1)
-                     for index, item in enumerate(value))
+                     for index, item in enumerate(safety.exact_tuple(value, path)))
     converter = _extra_converter(value)
     if converter is not None:
         return converter(value)
@@ -159,7 +159,8 @@ def _tuple_item(item, path, level):
         return to_node(item, path)
     if isinstance(item, tuple):
         _enter(item, path, level, ())
-        return tuple(_tuple_item(x, f"{path}[{i}]", level + 1) for i, x in enumerate(item))
+        return tuple(_tuple_item(x, f"{path}[{i}]", level + 1)
+                     for i, x in enumerate(safety.exact_tuple(item, path)))
     raise UnstorableValueError(
         path, f"a tuple may hold only scalars and tuples, not {type(item).__name__} "
               f"(use a list for nested data)")

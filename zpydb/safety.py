@@ -160,8 +160,22 @@ def install():
     with _install_lock:
         if not _installed:
             ZODB.ConflictResolution.find_global = conflict_find_global
+            _register_zeo_error()
             _installed = True
         _patch_extension_loaders()
+
+
+def _register_zeo_error():
+    """Let a ZEO client re-raise a server-side refusal as UnsafeClassError.
+
+    Over msgpack, ZEO sends an exception as its class name and ``__dict__``;
+    names it does not know arrive as a generic ``ServerException``.
+    """
+    from ZEO.asyncio import client
+
+    name = f"{UnsafeClassError.__module__}.{UnsafeClassError.__name__}"
+    client.exc_factories[name] = lambda _name, state: UnsafeClassError(
+        state.get("module", "?"), state.get("name", "?"), state.get("reason"))
 
 
 # -- exact scalar types ---------------------------------------------------------
@@ -190,3 +204,18 @@ def exact_scalar(value, path="db"):
     from .errors import UnstorableValueError
     raise UnstorableValueError(path, f"cannot store a value of type {kind.__name__} (it only "
                                      f"claims to be a {value.__class__.__name__})")
+
+
+def exact_tuple(value, path="db"):
+    """A tuple subclass instance (a namedtuple...) as a plain tuple of its items.
+
+    ``tuple.__getitem__`` with a full slice copies the items the tuple really
+    holds; the subclass's ``__iter__``/``__getitem__``/``__len__`` never run.
+    """
+    if type(value) is tuple:
+        return value
+    if issubclass(type(value), tuple):
+        return tuple.__getitem__(value, slice(None))
+    from .errors import UnstorableValueError
+    raise UnstorableValueError(path, f"cannot store a value of type {type(value).__name__} (it "
+                                     f"only claims to be a {value.__class__.__name__})")

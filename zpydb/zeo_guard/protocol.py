@@ -8,10 +8,12 @@ Three holes in stock ZEO 6, each closed by wrapping one ServerProtocol method:
   ``builtins.exec`` runs code before any check.  Only msgpack (and ZEO's
   ``ruok`` status probe) is accepted here, and the server always announces it.
 * ``message_received`` logs a call to a method a client may not call (any
-  attribute of ``ZEOStorage``, before or after ``register``) and closes the
-  connection -- but still calls it.  The decoder wrapper turns such a message
-  into a keep-alive, so it is never called.  ``storeBlobShared`` (a shared
-  blob directory, which zpydb never uses) is refused as well.
+  attribute of ``ZEOStorage``, before or after ``register``), closes the
+  connection -- and then still looks the name up and calls it; that fails
+  only because ``close()`` has just dropped the storage reference.  The
+  decoder wrapper turns such a message into a keep-alive, so nothing is looked
+  up.  ``storeBlobShared`` (a client naming a file in a blob directory it
+  shares with the server, which zpydb never does) is refused as well.
 * ``data_received``: a frame is a 4-byte size and a payload, and ZEO buffers
   the whole payload whatever the size says.  :class:`FrameLimit` reads the
   sizes as they arrive and closes the connection on one over the limit,
