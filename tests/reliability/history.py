@@ -158,7 +158,7 @@ def check(events, items):
         # a try with no ack/err/int after it: the write in flight at a kill
         in_flight = entry["tries"] - entry["ack"] - entry["none"] - entry["unknown"]
         unknown = entry["unknown"] + max(0, in_flight)
-        if entry["kind"] in ("block", "atomic"):
+        if entry["kind"] in ("block", "atomic", "lock"):
             counts = blocks.pop(tag, Counter())
             values = {counts.get(j, 0) for j in range(BLOCK_SIZE)}
             if len(values) > 1:

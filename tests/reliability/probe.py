@@ -1,6 +1,6 @@
 """One write with a Ctrl-C delivered inside the two-phase commit, then more writes.
 
-    python -m tests.reliability.probe URL PHASE KIND
+    python -m tests.reliability.probe URL PHASE KIND [SIGNAL]
 
 A deterministic version of the random SIGINT attack (in the spirit of SQLite's
 fault injection): the storage method of ``PHASE`` is wrapped so that, once, the
@@ -14,7 +14,8 @@ process sends itself SIGINT at that point of the commit:
 KIND is ``stmt`` (one autocommit append) or ``block`` (10 appends in
 ``db.transaction()``).  Prints one JSON report: whether the KeyboardInterrupt
 reached the caller, what the next statements on the SAME ``db`` did, and what a
-fresh client reads.
+fresh client reads.  SIGNAL ``term`` sends SIGTERM instead, to a Python handler that
+turns it into an exception (``Terminated``), as servers and job runners do.
 """
 
 import json
@@ -27,8 +28,17 @@ import zpydb
 from .writer import BLOCK_SIZE
 
 
-ARMED = []   # non-empty: the next call of the wrapped method sends SIGINT
+ARMED = []   # non-empty: the next call of the wrapped method sends SIGNAL
 FIRED = []
+SIGNAL = [signal.SIGINT]
+
+
+class Terminated(BaseException):
+    """What the probe's SIGTERM handler raises."""
+
+
+def on_term(signum, frame):
+    raise Terminated()
 
 
 def inject(phase):
@@ -50,7 +60,7 @@ def inject(phase):
             if ARMED:
                 ARMED.clear()
                 FIRED.append(_name)
-                os.kill(os.getpid(), signal.SIGINT)   # Ctrl-C lands here, mid-commit
+                os.kill(os.getpid(), SIGNAL[0])   # Ctrl-C lands here, mid-commit
             return _real(*args, **kwargs)
 
         setattr(owner, name, interrupted)
@@ -69,8 +79,11 @@ def describe(exc):
     return f"{type(exc).__module__}.{type(exc).__qualname__}: {exc}"[:400]
 
 
-def main(url, phase, kind):
-    report = {"phase": phase, "kind": kind}
+def main(url, phase, kind, sig="int"):
+    report = {"phase": phase, "kind": kind, "signal": sig}
+    if sig == "term":
+        SIGNAL[0] = signal.SIGTERM
+        signal.signal(signal.SIGTERM, on_term)
     inject(phase)
     db = zpydb.connect(url, wait_timeout=10)
     db["log"] = []
@@ -80,6 +93,8 @@ def main(url, phase, kind):
         report["probe"] = "returned"
     except KeyboardInterrupt:
         report["probe"] = "KeyboardInterrupt"
+    except Terminated:
+        report["probe"] = "Terminated"
     except BaseException as exc:
         report["probe"] = describe(exc)
     ARMED.clear()
@@ -109,4 +124,4 @@ def main(url, phase, kind):
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:4])
+    main(*sys.argv[1:5])

@@ -7,6 +7,8 @@ chosen moment of a commit (a lost reply, a lost request), once per ``arm()``.
   from the wire; the data says it committed.
 * ``arm("vote")``   - do NOT forward the client's ``vote``; cut both sides.  The
   server aborts the transaction: nothing was applied.
+* ``arm("next")``   - do NOT forward the client's next message, whatever it is (the
+  first contact of the next statement: ``server_sync``'s ping); cut both sides.
 
 Other connections (reconnects) are forwarded untouched.  Threads are daemons;
 ``close()`` stops accepting and closes every socket.
@@ -17,7 +19,7 @@ import threading
 
 from tests.servers import HOST
 
-MARKERS = {"finish": b"tpc_finish", "vote": b"vote"}
+MARKERS = {"finish": b"tpc_finish", "vote": b"vote", "next": b""}
 
 
 class DropProxy:
@@ -101,8 +103,8 @@ class DropProxy:
                 hit = trigger and MARKERS[trigger] in window
                 if hit:
                     self.armed = None
-            if hit and trigger == "vote":
-                self.fired.append("vote")
+            if hit and trigger in ("vote", "next"):
+                self.fired.append(trigger)
                 self._cut(pair)             # the vote never reaches the server
                 return
             if hit and trigger == "finish":

@@ -8,6 +8,7 @@ Loops until the stop file exists (or its deadline passes), each round one of:
 * ``new``    - ``db['log'].append({'t': tag})`` (a new persistent object: new oids)
 * ``block``  - ``with db.transaction() as t:`` 10 appends ``tag/0`` .. ``tag/9``
 * ``atomic`` - the same 10 appends through ``db.atomic``
+* ``lock``   - the same 10 appends between pyzdb's ``db.lock()`` and ``db.unlock()``
 
 Every step is one JSON line appended to the log with a single ``os.write`` on an
 ``O_APPEND`` descriptor, so a SIGKILL never leaves half a line:
@@ -33,7 +34,7 @@ import time
 
 import zpydb
 
-KINDS = (("stmt", 4), ("new", 2), ("block", 2), ("atomic", 2))
+KINDS = (("stmt", 4), ("new", 2), ("block", 2), ("atomic", 2), ("lock", 1))
 BLOCK_SIZE = 10
 
 
@@ -74,6 +75,19 @@ def do(db, kind, tag):
             for j in range(BLOCK_SIZE):
                 t["log"].append(f"{tag}/{j}")
         db.atomic(work)
+    elif kind == "lock":
+        db.lock()
+        try:
+            for j in range(BLOCK_SIZE):
+                db["log"].append(f"{tag}/{j}")
+        except BaseException:
+            abandon(db)
+            raise
+        try:
+            db.unlock()
+        except BaseException:
+            abandon(db)
+            raise
     else:
         raise ValueError(kind)
 
@@ -86,6 +100,14 @@ def note_interrupt(log, tag, kind):
             return
         except KeyboardInterrupt:
             continue
+
+
+def abandon(db):
+    """After a failed lock() block, leave no open block behind for the next round."""
+    try:
+        db._executor.abandon_lock()
+    except Exception:
+        pass
 
 
 def main(config):
