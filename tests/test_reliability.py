@@ -259,6 +259,100 @@ def test_zeo_server_sigkill_under_a_writer(tmp_path, zeo):
     assert not rerunnable, f"{len(rerunnable)} re-runnable writes failed: {rerunnable[:3]}"
 
 
+def test_zeo_client_sigkill_mid_commit_does_not_block_others(tmp_path, zeo):
+    """A ZEO client killed at random moments (often inside a commit, holding the
+    server's commit lock): the server drops its transaction, other clients keep
+    writing at once, nothing acknowledged is lost, no block is half applied."""
+    trials = scale(5, 40)
+    rng = random.Random(SEED)
+    init_log(zeo.url)
+    events, stalls = [], []
+    started = time.monotonic()
+    with zpydb.connect(zeo.url, wait_timeout=10) as other:
+        for number in range(trials):
+            writer = WriterProcess(tmp_path / "w", zeo.url, f"c{number}",
+                                   seed=SEED + number).start()
+            try:
+                writer.wait_acks(1, 60)
+                time.sleep(rng.uniform(0.05, 0.5))    # the random moment of the attack
+            finally:
+                writer.kill()
+            events += writer.events()
+            began = time.monotonic()
+            other["log"].append(f"other-{number}")     # must not wait for the dead client
+            stalls.append(time.monotonic() - began)
+    items = [x for x in stored_log(zeo.url) if not str(x).startswith("other-")]
+    zeo.stop()
+    clean, fstest_output = fstest(zeo.data_dir / "Data.fs")
+    verdict = check(events, items)
+    figures = record("SIGKILL a ZEO client", trials=trials, fstest_clean=clean,
+                     longest_stall=round(max(stalls), 2),
+                     seconds=round(time.monotonic() - started, 1), **verdict.figures())
+    say(json.dumps(figures))
+    assert max(stalls) < 5, f"another client waited {max(stalls):.1f} s after a client died"
+    assert clean, fstest_output
+    assert_verdict(verdict)
+
+
+@pytest.mark.parametrize("how", ["atomic", "transaction", "lock"])
+def test_server_restart_inside_an_open_block(zeo, how):
+    """The server is SIGKILLed and restarted while a block is open (checklist: restart
+    while a block or lock() is open).  ``db.atomic`` must re-run and commit once
+    (issue 11 item 12); ``with db.transaction()`` and ``lock()`` may fail, truthfully,
+    and the same db goes on."""
+    db = zpydb.connect(zeo.url, wait_timeout=15)
+    outcome = "returned"
+    try:
+        db["log"] = []
+        runs = []
+
+        def body(t):
+            runs.append(1)
+            t["log"].append("a")
+            if len(runs) == 1:
+                zeo.kill()
+                zeo.start()
+            t["log"].append("b")
+
+        try:
+            if how == "atomic":
+                db.atomic(body)
+            elif how == "transaction":
+                with db.transaction() as t:
+                    body(t)
+            else:
+                db.lock()
+                try:
+                    body(db)
+                finally:
+                    db.unlock()
+        except Exception as exc:
+            outcome, message, raw = _describe(exc), str(exc), not isinstance(exc, zpydb.Error)
+        deadline = time.monotonic() + 30
+        while True:                                   # the same db goes on by itself
+            try:
+                db["log"].append("after")
+                break
+            except zpydb.DisconnectedError:
+                assert time.monotonic() < deadline, "the client did not reconnect"
+    finally:
+        try:
+            db.close()
+        except Exception:
+            pass
+    items = stored_log(zeo.url)
+    record("server restart inside an open block", kind=how, trials=1,
+           outcome=outcome.split(":")[0])
+    assert items in (["a", "b", "after"], ["after"]), f"half applied or twice: {items}"
+    if outcome == "returned":
+        assert items == ["a", "b", "after"]
+    else:
+        assert not raw, outcome
+        assert claim_of(message) != "none" or items == ["after"], f"untruthful: {outcome}"
+    if how == "atomic":
+        assert outcome == "returned", f"db.atomic did not re-run across the restart: {outcome}"
+
+
 # -- 4. SIGKILL an embedded writer, reopen each time ------------------------------------
 
 def test_embedded_writer_sigkill_and_reopen(tmp_path):
