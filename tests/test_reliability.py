@@ -127,6 +127,15 @@ def _write_through(db, kind, tag):
         with db.transaction() as t:
             for j in range(10):
                 t["log"].append(f"{tag}/{j}")
+    elif kind == "lock":
+        db.lock()
+        try:
+            for j in range(10):
+                db["log"].append(f"{tag}/{j}")
+        except BaseException:
+            db._executor.abandon_lock()            # nothing of a failed block is committed
+            raise
+        db.unlock()
     else:
         def work(t):
             for j in range(10):
@@ -134,7 +143,7 @@ def _write_through(db, kind, tag):
         db.atomic(work)
 
 
-@pytest.mark.parametrize("kind", ["stmt", "block", "atomic"])
+@pytest.mark.parametrize("kind", ["stmt", "block", "atomic", "lock"])
 @pytest.mark.parametrize("trigger", ["finish", "vote"])
 def test_connection_cut_mid_commit_is_exactly_once_or_truthful(zeo, trigger, kind):
     """The connection to the server is cut after the server committed (reply lost) or
@@ -226,13 +235,18 @@ def test_zeo_server_sigkill_under_a_writer(tmp_path, zeo):
     init_log(zeo.url)
     writer = WriterProcess(tmp_path / "w", zeo.url, "z", seed=SEED, wait_timeout=10).start()
     started = time.monotonic()
-    after_restart = []
+    after_restart, double_kills = [], 0
     try:
         writer.wait_acks(1, 60)
         for number in range(kills):
             time.sleep(rng.uniform(0.05, 0.5))        # the random moment of the attack
             zeo.kill()
             zeo.start()
+            if rng.random() < 0.25:                   # a second crash while clients reconnect
+                time.sleep(rng.uniform(0.0, 0.3))     # (and look up their outcomes)
+                zeo.kill()
+                zeo.start()
+                double_kills += 1
             before = writer.acks()
             writer.wait_acks(before + 1, 60, f"acks after restart {number + 1} (the client "
                                              f"must go on by itself)")
@@ -246,7 +260,8 @@ def test_zeo_server_sigkill_under_a_writer(tmp_path, zeo):
     zeo.stop()
     clean, fstest_output = fstest(zeo.data_dir / "Data.fs")
     verdict = check(writer.events(), items)
-    figures = record("SIGKILL ZEO server under a writer", trials=kills, fstest_clean=clean,
+    figures = record("SIGKILL ZEO server under a writer", trials=kills + double_kills,
+                     double_kills=double_kills, fstest_clean=clean,
                      seconds=round(time.monotonic() - started, 1), **verdict.figures())
     say(json.dumps(figures))
     assert exit_code == 0, writer.stderr()
