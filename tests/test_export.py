@@ -86,3 +86,65 @@ def test_import_rejects_non_json(tmp_path):
     assert result.returncode == 1 and "not valid JSON" in result.stderr
     result = zpydb_cmd("import", "-", str(tmp_path / "a.fs"), input='{"b": {"$bytes": "!"}}')
     assert result.returncode == 1 and "$bytes" in result.stderr and "Traceback" not in result.stderr
+
+
+def _strict_loads(text):
+    """json.loads as strict JSON parsers read it: NaN/Infinity are not JSON."""
+    def refuse(constant):
+        raise ValueError(f"not JSON: {constant}")
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_export_refuses_nan_and_infinity_naming_the_path(tmp_path):
+    url = str(tmp_path / "a.fs")
+    with zpydb.connect(url) as db:
+        db["ok"] = {"pi": 3.5, "big": 1e308}
+        db["m"] = {"inf": float("-inf"), "nan": float("nan")}
+        db["t"] = [1, (2.0, float("inf"))]
+    good = zpydb_cmd("export", url, "--path", "db['ok']")
+    assert good.returncode == 0 and _strict_loads(good.stdout) == {"big": 1e308, "pi": 3.5}
+    result = zpydb_cmd("export", url)
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.strip() == (
+        "zpydb: Error: db['m']['inf']: -inf cannot be exported: JSON has no NaN or Infinity "
+        "(store it as None or a string, or export another path)")
+    result = zpydb_cmd("export", url, "--path", "db['t']", "-o", str(tmp_path / "t.json"))
+    assert "db['t'][1][1]: inf cannot be exported" in result.stderr
+    assert result.returncode == 1 and not (tmp_path / "t.json").exists()
+    assert sorted(p.name for p in tmp_path.iterdir() if "export" in p.name) == []
+
+
+def test_large_exports_are_strict_json_too(tmp_path):
+    url = str(tmp_path / "a.fs")
+    with zpydb.connect(url) as db:
+        with db.transaction() as t:
+            for i in range(export.PROGRESS_MIN_ITEMS + 10):
+                t[f"k{i:05}"] = i / 3
+            t["k00500"] = {"deep": [float("nan")]}
+    result = zpydb_cmd("export", url, "--no-progress")
+    assert result.returncode == 1 and result.stdout == ""
+    assert "db['k00500']['deep'][0]: nan cannot be exported" in result.stderr
+    with zpydb.connect(url) as db:
+        db["k00500"] = 0.5
+    result = zpydb_cmd("export", url, "--no-progress", "-o", str(tmp_path / "all.json"))
+    assert result.returncode == 0, result.stderr
+    assert len(_strict_loads((tmp_path / "all.json").read_text())) == export.PROGRESS_MIN_ITEMS + 10
+
+
+def test_export_reads_a_file_that_another_process_has_open(tmp_path):
+    """Export opens an embedded file read-only (no lock): it works beside a running shell."""
+    url = str(tmp_path / "a.fs")
+    with zpydb.connect(url) as db:
+        db["x"] = 1
+    holder = subprocess.Popen([sys.executable, "-c",
+                               f"import zpydb, sys; db = zpydb.connect({url!r}); print('ok', "
+                               f"flush=True); sys.stdin.read()"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "ok"
+        result = zpydb_cmd("export", url)
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout) == {"x": 1}
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)

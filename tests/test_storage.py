@@ -61,7 +61,8 @@ def test_a_locked_file_gives_a_clear_error(tmp_path):
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "ok"
-        with pytest.raises(zpydb.DatabaseLockedError, match="zpydb serve"):
+        with pytest.raises(zpydb.DatabaseLockedError,
+                           match=f"`zpydb serve --data-dir {tmp_path}`"):
             zpydb.connect(url)
     finally:
         holder.stdin.close()
@@ -106,6 +107,69 @@ def test_client_returns_root_and_connection(tmp_path):
     assert conn.closed
 
 
+def test_the_client_handle_is_db_close_and_nothing_else(tmp_path):
+    """Issue 11 item 4: closing through the handle must not leave a usable-looking db."""
+    url = str(tmp_path / "Data.fs")
+    db, handle = zpydb.client(url)
+    assert [name for name in dir(handle) if not name.startswith("_")] == ["close", "closed"]
+    db["kept"] = 1
+    db.lock()
+    db["x"] = 1
+    handle.close()                                  # exactly db.close(): the block is aborted
+    with pytest.raises(zpydb.Error):
+        db.unlock()                                 # ...and says so, instead of returning
+    with pytest.raises(zpydb.Error, match="closed"):
+        db["y"] = 2
+    with zpydb.connect(url) as again:
+        assert again._run() == {"kept": 1}
+
+
+def test_a_second_connect_with_other_options_is_refused(tmp_path):
+    """Issue 11 item 5: one file in one process is one shared database; options cannot differ."""
+    url = str(tmp_path / "Data.fs")
+    first = zpydb.connect(url)
+    try:
+        with pytest.raises(zpydb.URLError, match="read_only=False.*cannot use read_only=True"):
+            zpydb.connect(url, read_only=True)
+        with pytest.raises(zpydb.URLError, match="retries"):
+            zpydb.connect(url, retries=2)
+        first["x"] = 1                              # the first one is unaffected
+        same = zpydb.connect(url)                   # the same options share it
+        assert same["x"]._run() == 1
+        same.close()
+    finally:
+        first.close()
+    with zpydb.connect(url, read_only=True) as reader:  # alone, read_only is honoured
+        with pytest.raises(zpydb.ReadOnlyError):
+            reader["x"] = 2
+        assert reader["x"]._run() == 1
+
+
+def test_a_non_database_file_is_refused_and_left_alone(tmp_path):
+    junk = tmp_path / "junk.txt"
+    junk.write_text("hello\n")
+    with pytest.raises(zpydb.URLError, match="not a zpydb database"):
+        zpydb.connect(str(junk))
+    with pytest.raises(zpydb.URLError, match="is a directory"):
+        zpydb.connect(str(tmp_path))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["junk.txt"]
+    assert junk.read_text() == "hello\n"
+    with pytest.raises(zpydb.URLError, match="no such database file"):
+        zpydb.connect(str(tmp_path / "missing.fs"), read_only=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["junk.txt"]
+
+
 def test_tls_options_need_all_three_files():
     with pytest.raises(zpydb.URLError, match="tls_cert, tls_key and tls_ca"):
         zpydb.connect("zeo://127.0.0.1:1", tls_cert="c.pem")
+
+
+def test_missing_tls_files_are_named(tmp_path, monkeypatch):
+    for name in ("c.pem", "k.pem"):
+        (tmp_path / name).write_text("x")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(zpydb.URLError) as caught:
+        zpydb.connect("zeo://127.0.0.1:1", tls_cert="c.pem", tls_key="k.pem", tls_ca="ca.pme")
+    message = str(caught.value)
+    assert f"tls_ca 'ca.pme': no such file: {tmp_path}/ca.pme" in message
+    assert "relative to the current directory" in message

@@ -1,37 +1,72 @@
 """The ``zpydb`` command: shell, export, import, and the commands other modules add.
 
-    zpydb [shell] [URL] [-c STATEMENT]      the > prompt (default command)
+    zpydb [shell] [URL] [-c STATEMENTS]     the > prompt (default command)
     zpydb export [URL] [--path EXPR] [-o FILE.json] [--files-dir DIR]   JSON (stdout)
     zpydb import FILE.json [URL] [--path EXPR] [--files-dir DIR]
     zpydb serve ... / zpydb certs DIR       (server.py)
     zpydb copy SRC_URL DST_URL              (copy.py)
 
 Every command takes the connection options of :func:`zpydb.connect`
-(``--read-url``, ``--wait-timeout``, ``--local-reads``, TLS files).  Errors print
-one line and exit with status 1; no traceback for expected failures.
+(``--read-url``, ``--wait-timeout``, ``--local-reads``, TLS files).
+
+Bad arguments never turn into databases.  Every argument is checked before
+anything is opened or created, and a bad one prints ONE line on stderr and
+exits with a non-zero status (2 for a usage error, 1 for anything else):
+
+* ``zpydb WORD``: a first argument that is not a command is a database for the
+  shell only if it looks like one: a URL (``zeo://...``, ``host:port``), an
+  existing file, a path with a ``/``, or a name ending in ``.fs``.  Anything
+  else is an unknown command (``zpydb exprot`` -> "did you mean 'export'?").
+* A database path that does not exist is created only by commands that write
+  (``shell``, ``import``, the ``copy`` destination), only if its name ends in
+  ``.fs`` and only in a folder that exists.  ``export`` and the ``copy`` source
+  need an existing database.  An existing file that is not a database, or a
+  directory, is refused.
+* A command that created a new database and then failed (an ``import`` of bad
+  JSON, a failed ``copy``) removes the new files again.
+* TLS files, JSON files, output folders and ``--files-dir`` are checked first
+  and named in the message (as given and as an absolute path).
 """
 
 import argparse
+import difflib
 import importlib
+import os
 import sys
+import tempfile
+from urllib.parse import urlsplit
 
 from . import export
+from . import storage as _storage
 from .database import connect
-from .errors import Error
+from .errors import Error, URLError
 from .shell import run_shell
 
 #: Modules that add their own subcommands through ``register_commands(subparsers)``.
 COMMAND_MODULES = ("zpydb.server", "zpydb.copy")
-COMMANDS = {"shell", "export", "import", "serve", "certs", "copy"}
+COMMANDS = ("shell", "export", "import", "serve", "certs", "copy")
+NEW_DATABASE_SUFFIX = ".fs"
+
+
+class UsageError(Error):
+    """A command line that names no command, or an argument that is not usable."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are one line (argparse prints the whole usage first)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see: {self.prog} --help)\n")
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog="zpydb", description="A Python-syntax database on ZODB.")
-    subparsers = parser.add_subparsers(dest="command")
+    parser = _Parser(prog="zpydb", description="A Python-syntax database on ZODB.")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     shell = subparsers.add_parser("shell", help="the interactive > prompt (default)")
     shell.add_argument("url", nargs="?", help="database URL (default: $ZPYDB_URL or ./var/Data.fs)")
-    shell.add_argument("-c", dest="statement", help="run STATEMENT and exit")
+    shell.add_argument("-c", dest="statement",
+                       help="run STATEMENTS (a script: ; or newlines) and exit")
     _connection_options(shell)
     shell.set_defaults(func=_shell)
 
@@ -73,7 +108,152 @@ def _connection_options(parser):
     group.add_argument("--tls-ca", help="CA that signed the server certificate")
 
 
-def _connect(args):
+# -- which command ---------------------------------------------------------------------
+
+def looks_like_database(arg):
+    """True when ``zpydb ARG`` means "open the shell on ARG" rather than a command.
+
+    A URL (``scheme://``, ``demo:``, ``host:port``), an existing file or
+    directory, a path containing a ``/``, or a name ending in ``.fs``.
+    """
+    if "://" in arg or arg.startswith("demo:"):
+        return True
+    host, sep, port = arg.rpartition(":")
+    if sep and port.isdigit() and "/" not in arg:
+        return True
+    return os.path.lexists(arg) or os.sep in arg or "/" in arg or arg.endswith(NEW_DATABASE_SUFFIX)
+
+
+def route(argv):
+    """The argument list with the command made explicit (``shell`` by default)."""
+    if not argv:
+        return ["shell"]
+    first = argv[0]
+    if first in COMMANDS or first in ("-h", "--help"):
+        return argv
+    if first.startswith("-") or looks_like_database(first):
+        return ["shell", *argv]  # `zpydb`, `zpydb URL` and `zpydb -c ...` open the shell
+    close = difflib.get_close_matches(first, COMMANDS, n=1, cutoff=0.6)
+    if close:
+        raise UsageError(f"unknown command {first!r}; did you mean {close[0]!r}? "
+                         f"(commands: {', '.join(COMMANDS)})")
+    raise UsageError(f"{first!r} is not a command ({', '.join(COMMANDS)}) nor a database "
+                     f"(no such file; a new database file name must end in "
+                     f"{NEW_DATABASE_SUFFIX})")
+
+
+# -- checking arguments before anything is opened ---------------------------------------
+
+def _shown(given, path):
+    """``'rel/x' (/abs/rel/x)`` for a relative path, the path alone for an absolute one."""
+    return repr(given) if os.path.isabs(given) else f"{given!r} ({path})"
+
+
+def check_database(value, *, may_create):
+    """Check a database argument before anything is opened; raise UsageError/URLError.
+
+    ``value``: the URL or path as typed (None: ``$ZPYDB_URL`` or ``./var/Data.fs``).
+    ``may_create``: the command may create a new database (shell, import, copy's
+    destination).  See the module docstring for the rules.
+    """
+    default = value is None and not os.environ.get(_storage.ENV_URL)
+    if value is None:
+        value = os.environ.get(_storage.ENV_URL)
+    url = _storage.normalize_url(value)
+    scheme = _storage.scheme_of(url)
+    if scheme == "zconfig":
+        config = urlsplit(url).path
+        if not os.path.isfile(config):
+            raise UsageError(f"no such configuration file: {_shown(config, os.path.abspath(config))}")
+        return
+    if scheme != "file":
+        return
+    path = urlsplit(url).path
+    shown = "the default database ./var/Data.fs" if default else _shown(value, path)
+    if os.path.isdir(path):
+        raise UsageError(f"{shown} is a directory, not a database file")
+    if os.path.exists(path):
+        _storage.check_database_file(path)  # a non-database file is refused, untouched
+        return
+    if not may_create:
+        raise UsageError(f"no such database: {shown}")
+    if default:
+        return  # the default ./var/Data.fs is created with its folder
+    if "://" not in value and not path.endswith(NEW_DATABASE_SUFFIX):
+        raise UsageError(f"no such database: {shown} (a new database file name must end in "
+                         f"{NEW_DATABASE_SUFFIX})")
+    folder = os.path.dirname(path)
+    if not os.path.isdir(folder):
+        raise UsageError(f"no such folder: {folder} (for the new database {value!r}); "
+                         f"create it first")
+    blob_dir = dict(_storage.parse_qsl(urlsplit(url).query)).get("blobstorage_dir")
+    _storage.check_database_file(path, blob_dir)
+
+
+def check_input_file(given, what):
+    path = os.path.abspath(given)
+    if os.path.isdir(path):
+        raise UsageError(f"{what} {_shown(given, path)} is a directory")
+    if not os.path.isfile(path):
+        raise UsageError(f"no such {what}: {_shown(given, path)}")
+
+
+def check_input_dir(given, what):
+    path = os.path.abspath(given)
+    if not os.path.isdir(path):
+        raise UsageError(f"no such {what} directory: {_shown(given, path)}")
+
+
+def check_output(given, what, directory=False):
+    """An output path whose folder exists (nothing is created for a typo'd folder)."""
+    path = os.path.abspath(given)
+    if not directory and os.path.isdir(path):
+        raise UsageError(f"{what} {_shown(given, path)} is a directory")
+    if directory and os.path.exists(path) and not os.path.isdir(path):
+        raise UsageError(f"{what} {_shown(given, path)} exists and is not a directory")
+    folder = os.path.dirname(path)
+    if not os.path.isdir(folder):
+        raise UsageError(f"no such folder: {folder} (for the {what} {given!r})")
+
+
+def check_arguments(args):
+    """Check every argument of ``args`` before the command runs (nothing created yet)."""
+    command = args.command
+    for name in ("tls_cert", "tls_key", "tls_ca"):
+        given = getattr(args, name, None)
+        if given:
+            check_input_file(given, "--" + name.replace("_", "-") + " file")
+    if command == "shell":
+        check_database(args.url, may_create=True)
+    elif command == "export":
+        check_database(args.url, may_create=False)
+        if args.output:
+            check_output(args.output, "output file")
+        if args.files_dir:
+            check_output(args.files_dir, "--files-dir", directory=True)
+    elif command == "import":
+        if args.file != "-":
+            check_input_file(args.file, "JSON file")
+        if args.files_dir:
+            check_input_dir(args.files_dir, "--files-dir")
+        check_database(args.url, may_create=True)
+    elif command == "copy":
+        check_database(args.src_url, may_create=False)
+        check_database(args.dst_url, may_create=True)
+    elif command == "serve":
+        if args.config:
+            check_input_file(args.config, "--config file")
+        if args.data_dir:
+            check_output(args.data_dir, "--data-dir", directory=True)
+    elif command == "certs":
+        check_output(args.directory, "certificate directory", directory=True)
+    if getattr(args, "read_url", None):
+        check_database(args.read_url, may_create=False)
+
+
+# -- the commands -------------------------------------------------------------------------
+
+def _connect(args, read_only=False):
     options = {}
     if args.wait_timeout is not None:
         options["wait_timeout"] = args.wait_timeout
@@ -82,6 +262,8 @@ def _connect(args):
     for name in ("tls_cert", "tls_key", "tls_ca"):
         if getattr(args, name):
             options[name] = getattr(args, name)
+    if read_only:
+        options["read_only"] = True
     return connect(args.url, read_url=args.read_url, **options)
 
 
@@ -93,14 +275,27 @@ def _shell(args):
 def _export(args):
     context = export.export_context(args.output, args.files_dir)
     steps = export.parse_path(args.path)
-    with _connect(args) as db:
-        if args.output:
-            with open(args.output, "w") as stream:
+    # An embedded file is read read-only: no lock, so it works while a shell has it open.
+    url = _storage.normalize_url(args.url)
+    read_only = _storage.scheme_of(url) == "file"
+    made = [d for d in (context.get("files_dir"), context.get("default_files_dir"))
+            if d and not os.path.exists(d)]
+    with _connect(args, read_only=read_only) as db:
+        if not args.output:
+            export.export_json(db, steps, indent=args.indent, progress=not args.no_progress,
+                               context=context)
+            return 0
+        # Written beside the target and renamed into place: a failed export leaves nothing.
+        folder = os.path.dirname(os.path.abspath(args.output))
+        fd, partial = tempfile.mkstemp(dir=folder, prefix=".zpydb-export-", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w") as stream:
                 export.export_json(db, steps, stream, indent=args.indent,
                                    progress=not args.no_progress, context=context)
-        else:
-            export.export_json(db, steps, indent=args.indent,
-                               progress=not args.no_progress, context=context)
+            os.replace(partial, args.output)
+        except BaseException:
+            _storage.remove_paths([partial, *made])
+            raise
     return 0
 
 
@@ -108,28 +303,48 @@ def _import(args):
     steps = export.parse_path(args.path)
     source = None if args.file == "-" else args.file
     context = export.import_context(source, args.files_dir)
-    with _connect(args) as db:
-        if args.file == "-":
-            count = export.import_json(db, sys.stdin, steps, progress=not args.no_progress,
-                                       context=context)
-        else:
-            with open(args.file) as stream:
-                count = export.import_json(db, stream, steps, progress=not args.no_progress,
-                                           context=context)
+    created = _storage.paths_created_by_opening(_storage.normalize_url(args.url))
+    try:
+        with _connect(args) as db:
+            if args.file == "-":
+                count = export.import_json(db, sys.stdin, steps,
+                                           progress=not args.no_progress, context=context)
+            else:
+                with open(args.file) as stream:
+                    count = export.import_json(db, stream, steps,
+                                               progress=not args.no_progress, context=context)
+    except BaseException:
+        _storage.remove_paths(created)  # a new database that got nothing is removed again
+        raise
     print(f"imported {count} item(s) into {args.path}", file=sys.stderr)
     return 0
 
 
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or (argv[0] not in COMMANDS and argv[0] not in ("-h", "--help")):
-        argv.insert(0, "shell")  # `zpydb`, `zpydb URL` and `zpydb -c ...` open the shell
+    try:
+        argv = route(argv)
+    except UsageError as exc:
+        print(f"zpydb: error: {exc}", file=sys.stderr)
+        return 2
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        check_arguments(args)
+    except UsageError as exc:
+        print(f"zpydb {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except URLError as exc:
+        print(f"zpydb {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    try:
         return args.func(args)
     except (Error, OSError) as exc:
-        print(f"zpydb: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"zpydb: {type(exc).__name__}: {_one_line(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def _one_line(exc):
+    return " ".join(str(exc).split())

@@ -79,6 +79,7 @@ def copy_database(src_url, dst_url, progress=True):
         raise URLError(_storage.describe(dst), "source and destination are the same database")
     began = time.perf_counter()
     source = destination = None
+    created = _storage.paths_created_by_opening(dst)  # removed if the copy fails
     try:
         source = _StorageHandle.open(src, read_only=True)
         destination = _StorageHandle.open(dst)
@@ -94,12 +95,15 @@ def copy_database(src_url, dst_url, progress=True):
             counting = _CountingSource(source.storage, total, bar,
                                        blobs_ok=hasattr(destination.storage, "restoreBlob"))
             destination.storage.copyTransactionsFrom(counting)
-        return CopySummary(source.name, destination.name, counting.transactions,
-                           counting.records, time.perf_counter() - began)
+        summary = CopySummary(source.name, destination.name, counting.transactions,
+                              counting.records, time.perf_counter() - began)
+        created = []
+        return summary
     finally:
         for handle in (destination, source):
             if handle is not None:
                 handle.close()
+        _storage.remove_paths(created)
 
 
 # -- opening storages ----------------------------------------------------------------------

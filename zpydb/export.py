@@ -232,23 +232,61 @@ def export_json(db, steps=(), stream=None, indent=None, progress=True, context=N
     context = export_context() if context is None else context
     path = _path(db, steps)
     value = path._run()
+    check_json_safe(value, path_expr(steps))  # before anything is written
     items = list(value.items()) if isinstance(value, dict) else None
     if items is None or len(items) < PROGRESS_MIN_ITEMS:
-        json.dump(encode(value, context), stream, indent=indent)
+        json.dump(encode(value, context), stream, indent=indent, allow_nan=False)
         stream.write("\n")
         return len(value) if isinstance(value, (dict, list, tuple, str, bytes)) else 1
     plain_keys = all(isinstance(k, str) for k, _ in items)
     if not plain_keys:
-        json.dump(encode(value, context), stream, indent=indent)
+        json.dump(encode(value, context), stream, indent=indent, allow_nan=False)
         stream.write("\n")
         return len(items)
     stream.write("{")
     for number, (key, item) in enumerate(tqdm(items, desc="export", unit="key",
                                                disable=not progress, file=sys.stderr)):
         stream.write(("," if number else "") + json.dumps(key) + ":" +
-                     json.dumps(encode(item, context), indent=indent))
+                     json.dumps(encode(item, context), indent=indent, allow_nan=False))
     stream.write("}\n")
     return len(items)
+
+
+def path_expr(steps):
+    """``('a', 0, slice(1, 3))`` -> ``"db['a'][0][1:3]"`` (for messages)."""
+    parts = ["db"]
+    for step in steps:
+        if isinstance(step, slice):
+            bounds = ["" if b is None else repr(b) for b in (step.start, step.stop, step.step)]
+            parts.append("[" + ":".join(bounds if step.step is not None else bounds[:2]) + "]")
+        else:
+            parts.append(f"[{step!r}]")
+    return "".join(parts)
+
+
+def check_json_safe(value, expr="db"):
+    """Refuse values JSON cannot represent, naming the first one's path.
+
+    JSON has no NaN or Infinity: Python's ``json`` writes ``NaN``/``Infinity``
+    by default, which other JSON parsers (and ``json.loads`` with a strict
+    ``parse_constant``) reject, so an export containing them is refused
+    instead of producing an invalid file.
+    """
+    stack = [(value, expr)]
+    while stack:
+        item, where = stack.pop()
+        if isinstance(item, float):
+            if item != item or item in (float("inf"), float("-inf")):
+                raise Error(f"{where}: {item!r} cannot be exported: JSON has no NaN or "
+                            f"Infinity (store it as None or a string, or export another path)")
+        elif isinstance(item, dict):
+            for key, child in reversed(list(item.items())):
+                if isinstance(key, (float, tuple)):
+                    stack.append((key, f"a key of {where} ({key!r})"))
+                stack.append((child, f"{where}[{key!r}]"))
+        elif isinstance(item, (list, tuple)):
+            for index in range(len(item) - 1, -1, -1):
+                stack.append((item[index], f"{where}[{index}]"))
 
 
 def import_json(db, stream, steps=(), progress=True, context=None):

@@ -1,14 +1,24 @@
 """The ``zpydb shell``: pyzdb's ``> `` prompt on ``code.InteractiveConsole``.
 
-Each line is Python with ``db`` bound to the root proxy.  Expression results
-are evaluated (a path is read with ``_run()``) and pretty-printed; an error
-prints one line (its type and message, which names the failing path) and the
-prompt continues.  At a terminal: line editing and persistent history through
-``readline`` (``~/.zpydb_history``, or ``$ZPYDB_HISTORY``) and tab completion
-of keys after ``db[...]['``.  With stdin not a terminal the shell prints no
-prompts, runs what it reads, and exits non-zero if any statement failed.
+Python with ``db`` bound to the root proxy.  The values of bare expression
+statements are shown (a path is read with ``_run()``) and pretty-printed, at
+most ``MAX_LINES`` lines of them, with a note on how to see the rest.
+
+* At a terminal: REPL rules, as Python's own prompt (a block ends with an empty
+  line; an error prints one line, its type and message, which names the failing
+  path, and the prompt continues).  Line editing and persistent history
+  through ``readline`` (``~/.zpydb_history``, or ``$ZPYDB_HISTORY``) and tab
+  completion of keys after ``db[...]['``.
+* ``-c STATEMENTS`` and piped input: SCRIPT rules, as ``python file.py``.  The
+  whole text is compiled first, so a syntax error anywhere (an unclosed
+  bracket at the end included) runs nothing; then the top-level statements run
+  in order, and the first error stops the script, as in Python: statements
+  after a failed one usually depend on it.  Errors print one line that names
+  the script's line (``line 3: KeyNotFoundError: db['a']['zz']: no such key``)
+  and the exit status is 1.  Bare expressions still show their values.
 """
 
+import ast
 import code
 import os
 import pprint
@@ -20,6 +30,9 @@ from .paths import Path
 PROMPT = "> "
 CONTINUATION = "... "
 HISTORY_ENV = "ZPYDB_HISTORY"
+#: A shown value longer than this is cut, with a note on how to see all of it.
+MAX_LINES = 50
+MAX_CHARS = 20_000
 _KEY_CONTEXT = re.compile(r"(db(?:\[[^\[\]]*\])*)\[\s*(['\"]?)$")
 
 
@@ -45,7 +58,8 @@ class Shell(code.InteractiveConsole):
                 self.out.write("None\n")
                 return
         self.locals["_"] = value
-        self.out.write(pprint.pformat(value, sort_dicts=False, width=100) + "\n")
+        text = pprint.pformat(value, sort_dicts=False, width=100)
+        self.out.write(shorten(text) + "\n")
         self.out.flush()
 
     def showtraceback(self):
@@ -56,11 +70,17 @@ class Shell(code.InteractiveConsole):
         _type, value, _tb = sys.exc_info()
         self._error(value)
 
-    def _error(self, exc):
+    def _error(self, exc, line=None):
         self.failures += 1
-        message = str(exc) if not isinstance(exc, KeyError) or hasattr(exc, "path") \
-            else repr(exc.args[0]) if exc.args else ""
-        self.err.write(f"{type(exc).__name__}: {message}\n")
+        if isinstance(exc, SyntaxError) and line is not None:
+            message = exc.msg
+        elif not isinstance(exc, KeyError) or hasattr(exc, "path"):
+            message = str(exc)
+        else:
+            message = repr(exc.args[0]) if exc.args else ""
+        where = f"line {line}: " if line is not None else ""
+        message = " ".join(message.split()) if line is not None else message
+        self.err.write(f"{where}{type(exc).__name__}: {message}\n")
         self.err.flush()
 
     def runcode(self, codeobj):
@@ -72,14 +92,41 @@ class Shell(code.InteractiveConsole):
             sys.displayhook = previous
 
     # -- running --------------------------------------------------------------
-    def run_lines(self, lines):
-        """Run statements from a script or pipe; returns the number of failures."""
-        more = False
-        for line in lines:
-            more = self.push(line.rstrip("\n"))
-        if more:
-            self.push("")
-        return self.failures
+    def run_script(self, text, filename="<stdin>"):
+        """Run ``text`` as ``python`` runs a script file; return the exit status (0 or 1).
+
+        Compiled as a whole first (a syntax error runs nothing), then each
+        top-level statement is compiled in ``single`` mode (so bare expressions
+        show their values, as at the prompt) and run; the first error stops it.
+        """
+        try:
+            tree = ast.parse(text, filename, "exec")
+            compile(tree, filename, "exec")  # the compile-time errors (`return` outside a function...)
+        except SyntaxError as exc:
+            self._error(exc, line=exc.lineno or 1)
+            return 1
+        except ValueError as exc:  # e.g. a NUL byte in the source
+            self._error(SyntaxError(str(exc)), line=1)
+            return 1
+        for node in tree.body:
+            codeobj = compile(ast.Interactive(body=[node]), filename, "single")
+            try:
+                self.runcode_raising(codeobj)
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException as exc:
+                self._error(exc, line=_script_line(exc, filename, node.lineno))
+                return 1
+        return 0
+
+    def runcode_raising(self, codeobj):
+        """Run ``codeobj`` in the shell's namespace with the shell's display; errors propagate."""
+        previous = sys.displayhook
+        sys.displayhook = self.display
+        try:
+            exec(codeobj, self.locals)
+        finally:
+            sys.displayhook = previous
 
     def interact_tty(self):
         """The interactive prompt with history and key completion."""
@@ -148,14 +195,43 @@ def _setup_readline(shell):
     return save
 
 
+def shorten(text, max_lines=MAX_LINES, max_chars=MAX_CHARS):
+    """``text`` cut to ``max_lines`` lines and ``max_chars`` characters, with a note."""
+    if len(text) <= max_chars and text.count("\n") < max_lines:
+        return text
+    lines = text.split("\n")
+    shown = "\n".join(lines[:max_lines])
+    if len(shown) > max_chars:
+        shown = shown[:max_chars]
+    hidden_lines = len(lines) - shown.count("\n") - 1
+    hidden_chars = len(text) - len(shown)
+    what = (f"{hidden_lines:,} more lines" if hidden_lines > 0
+            else f"{hidden_chars:,} more characters")
+    return f"{shown}\n... ({what} not shown; print(_) shows all of it)"
+
+
+def _script_line(exc, filename, default):
+    """The script line an exception came from: the innermost frame of the script."""
+    line = default
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == filename:
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
+
+
 def run_shell(db, command=None, stdin=None):
-    """Entry point for ``zpydb shell``: -c, piped stdin, or the interactive prompt."""
+    """Entry point for ``zpydb shell``: -c, piped stdin, or the interactive prompt.
+
+    Returns the exit status: 0, or 1 when a ``-c`` or piped script failed.
+    """
     stdin = stdin or sys.stdin
     shell = Shell(db)
     if command is not None:
-        return 1 if shell.run_lines(command.splitlines()) else 0
+        return shell.run_script(command, "<string>")
     if stdin.isatty():
         shell.interact_tty()
         return 0
-    return 1 if shell.run_lines(stdin) else 0
+    return shell.run_script(stdin.read(), "<stdin>")
 

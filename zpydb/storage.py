@@ -418,6 +418,8 @@ def _resolve(url):
         raise URLError(url, f"unknown URL parameter(s): {', '.join(exc.kw)}") from None
     except ZConfig.ConfigurationError as exc:
         raise URLError(describe(url), f"bad storage configuration: {exc}") from None
+    except ssl.SSLError as exc:  # ZEO's <ssl> section builds its SSL context while parsing
+        raise URLError(describe(url), f"the TLS files cannot be used: {exc}") from None
 
 
 def _missing_backend_hint(scheme):
