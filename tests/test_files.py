@@ -275,6 +275,7 @@ def test_export_import_round_trip_through_the_cli(tmp_path):
     # move the export elsewhere: paths are relative to the JSON file
     moved = tmp_path / "moved"
     (out.parent).rename(moved)
+    (tmp_path / "dst").mkdir()          # the zpydb command creates no missing folder
     result = zpydb_cmd("import", str(moved / "dump.json"), dst_url, "--no-progress")
     assert result.returncode == 0, result.stderr
     with zpydb.connect(dst_url) as db:
