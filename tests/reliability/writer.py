@@ -110,6 +110,38 @@ def abandon(db):
         pass
 
 
+def writes(db, log, rng, kinds, run, state, stop_file, deadline):
+    """One round; False when it is time to stop."""
+    try:
+        if time.monotonic() >= deadline or os.path.exists(stop_file):
+            return False
+        if state["tag"] is None:
+            state["seq"] += 1
+            state.update(tag=f"{run}-{state['seq']}", kind=rng.choice(kinds), tries=0)
+        tag, kind = state["tag"], state["kind"]
+        state["tries"] += 1
+        log.write(ev="try", tag=tag, kind=kind, n=state["tries"])
+        try:
+            do(db, kind, tag)
+        except Exception as exc:
+            message = str(exc)
+            claim = claim_of(message)
+            log.write(ev="err", tag=tag, kind=kind,
+                      type=f"{type(exc).__module__}.{type(exc).__qualname__}",
+                      msg=message[:500], zpydb=isinstance(exc, zpydb.Error), claim=claim)
+            if not (claim == "none" and state["tries"] < 5):
+                state["tag"] = None                 # retry only what was "not applied"
+            time.sleep(0.05)                        # an application's pause after an error
+            return True
+        log.write(ev="ack", tag=tag, kind=kind)
+        state["tag"] = None
+        return True
+    except KeyboardInterrupt:
+        note_interrupt(log, state["tag"], state["kind"])
+        state["tag"] = None
+        return True
+
+
 def main(config):
     log = Log(config["log"])
     rng = random.Random(config.get("seed", 0))
@@ -122,32 +154,17 @@ def main(config):
         signal.signal(signal.SIGINT, signal.SIG_DFL)
     db = zpydb.connect(config["url"], wait_timeout=config.get("wait_timeout", 10))
     log.write(ev="open", pid=os.getpid())
-    seq = 0
-    tag, kind, tries = None, None, 0
-    while time.monotonic() < deadline and not os.path.exists(stop_file):
+    state = {"seq": 0, "tag": None, "kind": None, "tries": 0}
+    # A Ctrl-C can land on any bytecode, the loop's own condition included: every
+    # part of the loop is inside a try, and the loop itself is retried.
+    while True:
         try:
-            if tag is None:
-                seq += 1
-                tag, kind, tries = f"{run}-{seq}", rng.choice(kinds), 0
-            tries += 1
-            log.write(ev="try", tag=tag, kind=kind, n=tries)
-            try:
-                do(db, kind, tag)
-            except Exception as exc:
-                message = str(exc)
-                claim = claim_of(message)
-                log.write(ev="err", tag=tag, kind=kind,
-                          type=f"{type(exc).__module__}.{type(exc).__qualname__}",
-                          msg=message[:500], zpydb=isinstance(exc, zpydb.Error), claim=claim)
-                if not (claim == "none" and tries < 5):
-                    tag = None                      # retry only what was "not applied"
-                time.sleep(0.05)                    # an application's pause after an error
-                continue
-            log.write(ev="ack", tag=tag, kind=kind)
-            tag = None
+            while writes(db, log, rng, kinds, run, state, stop_file, deadline):
+                pass
+            break
         except KeyboardInterrupt:
-            note_interrupt(log, tag, kind)
-            tag = None
+            note_interrupt(log, state["tag"], state["kind"])
+            state["tag"] = None
     outcome = {"ev": "stop"}
     try:
         db.close()
