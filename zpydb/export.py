@@ -161,7 +161,8 @@ def resolve_file_reference(inner, context):
         raise fail(f"{real} is missing or not a file (export wrote the files to {root}; "
                    f"pass --files-dir DIR if they were moved)")
     if os.path.getsize(real) != size:
-        raise fail(f"{real} has {os.path.getsize(real)} bytes, the export says {size}")
+        raise fail(f"the content does not match the export: {real} has "
+                   f"{os.path.getsize(real)} bytes, the export says {size}")
     return real
 
 

@@ -1,6 +1,6 @@
 """Hardening of ZEO's server protocol (``ZEO.asyncio.server.ServerProtocol``).
 
-Three holes in stock ZEO 6, each closed by wrapping one ServerProtocol method:
+Holes in stock ZEO 6, each closed by wrapping one ServerProtocol method:
 
 * ``finish_connection``: the server announces ``M5`` (msgpack) or ``Z5``
   (pickle), but then uses whatever encoding the client's answer names, and its
@@ -13,7 +13,9 @@ Three holes in stock ZEO 6, each closed by wrapping one ServerProtocol method:
   only because ``close()`` has just dropped the storage reference.  The
   decoder wrapper turns such a message into a keep-alive, so nothing is looked
   up.  ``storeBlobShared`` (a client naming a file in a blob directory it
-  shares with the server, which zpydb never does) is refused as well.
+  shares with the server, which zpydb never does) is refused as well, and so
+  is ``pack`` on a read-only server: ZEO passes it on, so a client of a
+  read-only replica could pack the primary and erase its undo history.
 * ``data_received``: a frame is a 4-byte size and a payload, and ZEO buffers
   the whole payload whatever the size says.  :class:`FrameLimit` reads the
   sizes as they arrive and closes the connection on one over the limit,
@@ -24,6 +26,7 @@ import logging
 import os
 
 from ZEO.asyncio import server as zeo_server
+from ZODB.POSException import ReadOnlyError
 
 logger = logging.getLogger("zpydb.zeo_guard")
 
@@ -96,7 +99,7 @@ class FrameLimit:
 
 
 def _checked_decode(protocol, decode):
-    """ZEO's decoder, turning a call of a method the client may not call into a keep-alive."""
+    """ZEO's decoder, turning a call the client may not make into a keep-alive."""
     def decode_checked(message):
         decoded = decode(message)
         message_id, _async, name, _args = decoded
@@ -105,8 +108,26 @@ def _checked_decode(protocol, decode):
                          "connection", _peer(protocol), name)
             protocol.close()
             return KEEP_ALIVE
+        if name == "pack" and _read_only_server(protocol.zeo_storage):
+            logger.error("zpydb guard: refused pack from %s: this server is read-only",
+                         _peer(protocol))
+            protocol.send_error(message_id, ReadOnlyError(
+                "pack refused: this ZEO server is read-only (pack the primary)"))
+            return KEEP_ALIVE
         return decoded
     return decode_checked
+
+
+def _read_only_server(zeo_storage):
+    """A read-only server (a replica) or storage: ZEO would still pass ``pack`` on.
+
+    "Yes, you can pack a read-only server" (ZEO's StorageServer): a replica's
+    storage is a ClientStorage of the primary, so a client of the replica
+    would pack the *primary* and erase its undo history.
+    """
+    storage = getattr(zeo_storage, "storage", None)
+    return bool(getattr(getattr(zeo_storage, "server", None), "read_only", False)) or \
+        (storage is not None and storage.isReadOnly())
 
 
 def _init(self, loop, addr, zeo_storage, msgpack):
