@@ -112,6 +112,20 @@ def test_creating_a_database_never_erases_a_blob_directory_with_files(tmp_path):
         zpydb.connect(str(tmp_path / "gone.fs"))
 
 
+def test_copy_of_an_old_layout_database_to_data_fs_keeps_the_source_files(tmp_path):
+    """old.fs keeps its files in DIR/blobs; a copy to DIR/Data.fs (whose blob dir is
+    DIR/blobs too) would erase them on creation: refused, source intact."""
+    with zpydb.connect(f"file://{tmp_path}/old.fs?blobstorage_dir={tmp_path}/blobs") as db:
+        db["f"] = zpydb.File(b"source bytes", name="s.txt")
+    before = listing(tmp_path)
+    result = run(tmp_path, "copy", "old.fs", "Data.fs", "--no-progress")
+    assert "already holds stored files" in one_line_error(result)
+    assert listing(tmp_path) == before
+    assert run(tmp_path, "copy", "old.fs", "new.fs", "--no-progress").returncode == 0
+    for name in ("old.fs", "new.fs"):
+        assert run(tmp_path, name, "-c", "db['f']._run().read()").stdout == "b'source bytes'\n"
+
+
 def test_copy_refuses_a_destination_that_would_erase_files_and_removes_a_failed_copy(tmp_path):
     assert run(tmp_path, "shell", "-c", PHOTO).returncode == 0
     (tmp_path / "var" / "backup.fs.blobs").mkdir()
@@ -141,7 +155,7 @@ BAD = {
     "typo shell": (["shel"], "did you mean 'shell'"),
     "typo import": (["imprt", "data.json"], "did you mean 'import'"),
     "not a command": (["frobnicate"], "not a command"),
-    "shell missing folder": (["shell", "/nonexistent/dir/x.fs"], "no such folder: /nonexistent/dir"),
+    "shell missing folder": (["shell", "{absent}/dir/x.fs"], "no such folder: {absent}/dir"),
     "shell relative missing folder": (["shell", "sub/x.fs"], "no such folder"),
     "shell non-database": (["shell", "junk.txt"], "not a zpydb database"),
     "bare non-database": (["junk.txt"], "not a zpydb database"),
@@ -159,12 +173,12 @@ BAD = {
     "export bad path": (["export", "db.fs", "--path", "db["], "not a path"),
     "export missing key": (["export", "db.fs", "--path", "db['zz']", "-o", "out.json"],
                            "no such key"),
-    "export output folder": (["export", "db.fs", "-o", "/nonexistent/out.json"], "no such folder"),
+    "export output folder": (["export", "db.fs", "-o", "{absent}/out.json"], "no such folder"),
     "export output dir": (["export", "db.fs", "-o", "adir"], "is a directory"),
     "export files-dir folder": (["export", "db.fs", "--files-dir", "no/such/dir"], "no such folder"),
     "import missing json": (["import", "missing.json", "new.fs"], "no such JSON file"),
     "import json is dir": (["import", "adir", "new.fs"], "is a directory"),
-    "import into missing folder": (["import", "data.json", "/nonexistent/x.fs"], "no such folder"),
+    "import into missing folder": (["import", "data.json", "{absent}/x.fs"], "no such folder"),
     "import into non-database": (["import", "data.json", "junk.txt"], "not a zpydb database"),
     "import into new name without .fs": (["import", "data.json", "newdb"], "must end in .fs"),
     "import bad files-dir": (["import", "data.json", "new.fs", "--files-dir", "nope"],
@@ -173,18 +187,18 @@ BAD = {
     "import no args": (["import"], "required"),
     "copy missing source": (["copy", "missing.fs", "new.fs"], "no such database"),
     "copy non-database source": (["copy", "junk.txt", "new.fs"], "not a zpydb database"),
-    "copy into missing folder": (["copy", "db.fs", "/nonexistent/x.fs"], "no such folder"),
+    "copy into missing folder": (["copy", "db.fs", "{absent}/x.fs"], "no such folder"),
     "copy into non-database": (["copy", "db.fs", "junk.txt"], "not a zpydb database"),
     "copy onto itself": (["copy", "db.fs", "./db.fs", "--no-progress"], "same database"),
     "copy one arg": (["copy", "db.fs"], "required"),
     "copy new name without .fs": (["copy", "db.fs", "backup"], "must end in .fs"),
     "serve missing config": (["serve", "--config", "nope.conf"], "no such --config file"),
-    "serve data-dir folder": (["serve", "--data-dir", "/nonexistent/a/b"], "no such folder"),
+    "serve data-dir folder": (["serve", "--data-dir", "{absent}/a/b"], "no such folder"),
     "serve data-dir is file": (["serve", "--data-dir", "junk.txt"], "not a directory"),
     "serve bad address": (["serve", "--address", "nonsense"], "HOST:PORT"),
     "serve upstream without read-only": (["serve", "--upstream", "127.0.0.1:1"], "--read-only"),
     "certs no dir": (["certs"], "required"),
-    "certs missing parent": (["certs", "/nonexistent/a/certs"], "no such folder"),
+    "certs missing parent": (["certs", "{absent}/a/certs"], "no such folder"),
     "certs onto a file": (["certs", "junk.txt"], "not a directory"),
     "tls cert missing": (["shell", "127.0.0.1:1", "--tls-cert", "c.pem", "--tls-key", "k.pem",
                           "--tls-ca", "ca.pem"], "c.pem"),
@@ -193,13 +207,15 @@ BAD = {
 
 @pytest.mark.parametrize("case", sorted(BAD))
 def test_bad_arguments_print_one_line_and_create_nothing(workdir, case):
-    args, expected = BAD[case]
+    absent = workdir.parent / "absent"       # a folder that does not exist (the issue's
+    args = [a.replace("{absent}", str(absent)) for a in BAD[case][0]]   # /nonexistent)
+    expected = BAD[case][1].replace("{absent}", str(absent))
     before = listing(workdir)
     result = run(workdir, *args, input="{not json" if "-" in args else "")
     line = one_line_error(result)
     assert expected in line, line
     assert listing(workdir) == before
-    assert not os.path.exists("/nonexistent")
+    assert not absent.exists()
 
 
 def test_a_typo_is_never_a_database_but_urls_and_paths_are(workdir):
