@@ -76,18 +76,14 @@ def do(db, kind, tag):
                 t["log"].append(f"{tag}/{j}")
         db.atomic(work)
     elif kind == "lock":
-        db.lock()
         try:
+            db.lock()
             for j in range(BLOCK_SIZE):
                 db["log"].append(f"{tag}/{j}")
         except BaseException:
             abandon(db)
             raise
-        try:
-            db.unlock()
-        except BaseException:
-            abandon(db)
-            raise
+        db.unlock()
     else:
         raise ValueError(kind)
 
@@ -103,7 +99,8 @@ def note_interrupt(log, tag, kind):
 
 
 def abandon(db):
-    """After a failed lock() block, leave no open block behind for the next round."""
+    """Leave no open lock() block behind for the next round (what an application's
+    Ctrl-C handler does); a no-op when none is open."""
     try:
         db._executor.abandon_lock()
     except Exception:
@@ -113,6 +110,7 @@ def abandon(db):
 def writes(db, log, rng, kinds, run, state, stop_file, deadline):
     """One round; False when it is time to stop."""
     try:
+        abandon(db)     # a Ctrl-C that landed between lock() and its try left a block open
         if time.monotonic() >= deadline or os.path.exists(stop_file):
             return False
         if state["tag"] is None:
