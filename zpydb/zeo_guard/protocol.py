@@ -131,6 +131,11 @@ def _read_only_server(zeo_storage):
 
 
 def _init(self, loop, addr, zeo_storage, msgpack):
+    global _announced
+    if not _announced:  # once, when logging is set up (not yet when ZConfig imports us)
+        _announced = True
+        logger.info("zpydb guard active: msgpack only, messages up to %d bytes, only "
+                    "zpydb's classes in conflict resolution", _limit)
     _originals["__init__"](self, loop, addr, zeo_storage, True)  # always announce msgpack
 
 
@@ -151,6 +156,7 @@ def _connection_made(self, transport):
 
 
 _limit = DEFAULT_MAX_MESSAGE_SIZE
+_announced = False
 _WRAPPERS = {"__init__": _init, "finish_connection": _finish_connection,
              "connection_made": _connection_made}
 
