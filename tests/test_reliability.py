@@ -268,6 +268,57 @@ def test_connection_cut_before_a_write_is_retried(zeo, kind):
     assert len(probe) == (1 if kind == "stmt" else 10), probe
 
 
+@pytest.mark.parametrize("kind", ["stmt", "atomic"])
+def test_postgres_commit_reply_lost_is_exactly_once_or_truthful(postgres_cluster, tmp_path,
+                                                                kind):
+    """The same lost reply in front of PostgreSQL (RelStorage): the proxy forwards the
+    COMMIT and swallows PostgreSQL's answer.  It committed; zpydb must not say
+    "nothing was applied", must not apply it twice, must not raise a raw driver error."""
+    dbname = "rel" + os.urandom(6).hex()
+    postgres_cluster.create_database(dbname)
+    proxy = DropProxy((postgres_cluster.host, postgres_cluster.port)).start()
+    direct = postgres_cluster.url(dbname, blob_dir=str(tmp_path / "blobs-direct"))
+    through = direct.replace(f":{postgres_cluster.port}/", f":{proxy.port}/")
+    db = zpydb.connect(through, blob_dir=str(tmp_path / "blobs-proxy"))
+    outcome, message, raw = "returned", "", False
+    try:
+        db["log"] = []
+        proxy.arm("finish", marker=b"COMMIT; ")
+        try:
+            _write_through(db, kind, "probe")
+        except zpydb.Error as exc:
+            outcome, message = type(exc).__name__, str(exc)
+        except Exception as exc:
+            outcome, message, raw = f"{type(exc).__module__}.{type(exc).__name__}", str(exc), True
+        assert proxy.fired == ["finish"], "the proxy did not cut the connection"
+        deadline = time.monotonic() + 30
+        while True:                                   # the same db goes on
+            try:
+                db["log"].append("after")
+                break
+            except zpydb.Error:
+                assert time.monotonic() < deadline, "the client did not go on"
+    finally:
+        try:
+            db.close()
+        except Exception:
+            pass
+        proxy.close()
+    items = stored_log(direct)
+    want = ["probe"] if kind == "stmt" else [f"probe/{j}" for j in range(10)]
+    probe = [x for x in items if isinstance(x, str) and x.startswith("probe")]
+    applied = len(probe) // len(want)
+    record("connection cut mid-commit (PostgreSQL)", trigger="finish", kind=kind, trials=1,
+           outcome=outcome, claim=claim_of(message) if message else "", applied=applied)
+    assert applied >= 1, "harness: PostgreSQL should have committed before the cut"
+    assert not raw, f"raw exception: {outcome}: {message}"
+    assert applied <= 1 and len(probe) % len(want) == 0, f"twice or half: {probe}"
+    if outcome != "returned" and claim_of(message) == "none":
+        assert applied == 0, f"{outcome} said nothing was applied, but it was: {message}"
+    if outcome == "returned":
+        assert applied == 1, "returned normally but nothing was applied"
+
+
 # -- 3. SIGKILL the ZEO server under a writer ------------------------------------------
 
 def test_zeo_server_sigkill_under_a_writer(tmp_path, zeo):

@@ -10,7 +10,8 @@ chosen moment of a commit (a lost reply, a lost request), once per ``arm()``.
 * ``arm("next")``   - do NOT forward the client's next message, whatever it is (the
   first contact of the next statement: ``server_sync``'s ping); cut both sides.
 
-Other connections (reconnects) are forwarded untouched.  Threads are daemons;
+Other connections (reconnects) are forwarded untouched.  In front of PostgreSQL,
+``arm("finish", marker=b"COMMIT")`` loses the reply to RelStorage's COMMIT.  Threads are daemons;
 ``close()`` stops accepting and closes every socket.
 """
 
@@ -44,11 +45,14 @@ class DropProxy:
         threading.Thread(target=self._accept, daemon=True).start()
         return self
 
-    def arm(self, trigger):
+    def arm(self, trigger, marker=None):
+        """Cut at the next ``trigger``; ``marker`` replaces the bytes that identify it
+        (e.g. ``b"COMMIT"`` in front of PostgreSQL)."""
         if trigger not in MARKERS:
             raise ValueError(trigger)
         with self.lock:
             self.armed = trigger
+            self.marker = MARKERS[trigger] if marker is None else marker
 
     def close(self):
         self.closed = True
@@ -98,11 +102,16 @@ class DropProxy:
                 self._cut(pair)
                 return
             window = (window + data)[-(len(data) + 16):]
+            fresh = len(window) - len(data)       # where this chunk starts in the window
             with self.lock:
                 trigger = self.armed
-                hit = trigger and MARKERS[trigger] in window
+                # only a marker that ends in this chunk (the tail of the last chunk was
+                # checked already, maybe before arm())
+                hit = trigger and window.find(self.marker,
+                                              max(0, fresh - len(self.marker) + 1)) >= 0
                 if hit:
                     self.armed = None
+                    self.matched = bytes(data[:2000])
             if hit and trigger in ("vote", "next"):
                 self.fired.append(trigger)
                 self._cut(pair)             # the vote never reaches the server
