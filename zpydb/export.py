@@ -156,7 +156,8 @@ def resolve_file_reference(inner, context):
                             os.path.join(context["json_dir"], reference))
     real_root = os.path.realpath(root)
     if os.path.commonpath([real_root, real]) != real_root or real == real_root:
-        raise fail(f"it leads outside the files directory {root} (a symlink?)")
+        raise fail(f"it is outside the files directory {root} (or a symlink leads out of "
+                   f"it); pass --files-dir DIR naming the directory that holds the files")
     if not os.path.isfile(real):
         raise fail(f"{real} is missing or not a file (export wrote the files to {root}; "
                    f"pass --files-dir DIR if they were moved)")
