@@ -54,8 +54,10 @@ bench-full:
 torture: $(STAMP)
 	mkdir -p var && rm -f var/reliability.jsonl
 	ZPYDB_TORTURE=1 ZPYDB_RELIABILITY_RESULTS=var/reliability.jsonl \
-		$(BIN)/python -m pytest -o timeout=1500 tests/test_reliability.py $(PYTEST_ARGS); \
-		status=$$?; $(BIN)/python -m tests.reliability.report var/reliability.jsonl; exit $$status
+		$(BIN)/python -m pytest -o timeout=1500 --junitxml=var/reliability.xml \
+		tests/test_reliability.py $(PYTEST_ARGS); status=$$?; \
+		$(BIN)/python -m tests.reliability.report var/reliability.jsonl var/reliability.xml; \
+		exit $$status
 
 clean:
 	rm -rf $(VENV) var build dist *.egg-info .pytest_cache .hypothesis
