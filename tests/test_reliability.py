@@ -123,10 +123,23 @@ def test_ctrl_c_between_a_change_and_its_registration_applies_nothing(tmp_path, 
     try:
         db["log"] = []
         real = merging.AppendList.append
+        fired = []
+
+        class Interrupting(list):
+            def append(self, item):
+                list.append(self, item)       # the list changes in memory...
+                fired.append(item)
+                raise KeyboardInterrupt       # ...and Ctrl-C lands right after
 
         def interrupted(self, item):
-            self.data.append(item)            # the list changes in memory...
-            raise KeyboardInterrupt           # ...Ctrl-C before _p_changed = True
+            # the items list is swapped through __dict__ (no _p_changed), so whatever
+            # order AppendList.append uses, the Ctrl-C lands right after the change
+            self.__dict__["data"] = Interrupting(self.__dict__["data"])
+            try:
+                return real(self, item)
+            finally:
+                if type(self.__dict__.get("data")) is Interrupting:
+                    self.__dict__["data"] = list(self.__dict__["data"])
 
         merging.AppendList.append = interrupted
         try:
@@ -149,6 +162,7 @@ def test_ctrl_c_between_a_change_and_its_registration_applies_nothing(tmp_path, 
     items = stored_log(str(tmp_path / "Data.fs"))
     record("Ctrl-C between a change and its registration", kind=kind, trials=1,
            ok=items == ["next"])
+    assert fired == ["ghost"], "the injection point (the items list's append) was not reached"
     assert items == ["next"], f"the interrupted {kind} was applied by the next commit: {items}"
 
 
