@@ -1,9 +1,10 @@
-"""``python -m bench [--smoke | --full] [--out DIR] [--only W1,R1] [--no-pg] [--no-redis]``
+"""``python -m bench [--smoke | --full] [--out DIR] [--only W1,R1] [--no-pg] [--no-redis]
+[--tag NAME]``
 
 Starts what it needs (runzeo primary and replica on loopback, a throw-away
 PostgreSQL, two redis-servers), runs the workloads with zpydb and its baselines
-alternating, writes ``<out>/<date>.json`` and ``<out>/<date>.md`` and PNG plots,
-and stops every server by PID.
+alternating, writes ``<out>/<date>.json`` and ``<out>/<date>.md`` and PNG plots
+(``<date>-W1-R1[-NAME]`` with ``--only``/``--tag``), and stops every server by PID.
 """
 
 import argparse
@@ -20,17 +21,18 @@ import traceback
 
 from tqdm import tqdm
 
-from . import core, procs, report
+from . import contention, core, procs, report
 from .common import MODES, REPO, Env, peak_rss_mb
 
 WORKLOADS = {
     "FS": procs.fs, "W1": core.w1, "R1": core.r1, "S1": procs.s1, "R2": procs.r2,
     "I1": core.i1, "W3": core.w3, "W2": core.w2, "B1": procs.b1, "C1": procs.c1,
-    "F1": procs.f1, "P1": procs.p1,
+    "F1": procs.f1, "P1": procs.p1, "C2": contention.c2,
 }
 # rough progress ticks per workload (rounds / sizes), for the bar only
 TICKS = {"FS": 1, "W1": "rounds", "R1": "rounds", "S1": 1, "R2": 3, "I1": "rounds",
-         "W3": "grow", "W2": "grow", "B1": "bulk", "C1": "clients", "F1": 4, "P1": 2}
+         "W3": "grow", "W2": "grow", "B1": "bulk", "C1": "clients", "F1": 4, "P1": 2,
+         "C2": "c2"}
 
 
 def ticks_for(key, mode, env):
@@ -43,6 +45,8 @@ def ticks_for(key, mode, env):
         return len(mode.bulk_sizes) * 5
     if t == "clients":
         return len(mode.clients) * (2 if env.pg_url else 1)
+    if t == "c2":
+        return len(mode.c2_writers) * 2
     return t
 
 
@@ -68,6 +72,7 @@ def main(argv=None):
     parser.add_argument("--no-pg", action="store_true", help="skip PostgreSQL")
     parser.add_argument("--no-redis", action="store_true", help="skip Redis")
     parser.add_argument("--pg", action="store_true", help="use PostgreSQL even with --smoke")
+    parser.add_argument("--tag", help="added to the result file names (e.g. before)")
     args = parser.parse_args(argv)
     mode = MODES["smoke" if args.smoke else "full" if args.full else "quick"]
     logging.basicConfig(level=logging.ERROR)
@@ -80,6 +85,10 @@ def main(argv=None):
         parser.error(f"unknown workloads: {', '.join(sorted(unknown))}")
     date = datetime.datetime.now().strftime("%Y-%m-%d")
     stem = date if mode.name == "quick" else f"{date}-{mode.name}"
+    if args.only:  # a partial run does not overwrite the day's whole-suite results
+        stem += "-" + "-".join(keys)
+    if args.tag:
+        stem += "-" + "".join(c if c.isalnum() or c in "-_." else "_" for c in args.tag)
     use_pg = (mode.pg or args.pg) and not args.no_pg
     tmp = tempfile.mkdtemp(prefix="zpydb-bench-")
     env = Env(tmp, use_pg=use_pg, use_redis=not args.no_redis)

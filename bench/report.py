@@ -39,13 +39,14 @@ def markdown(results):
             continue
         rows = wl.get("rows", [])
         if rows:
-            cols = ["name"] + [c for c in ("size", "items", "clients", "keys", "mb")
+            cols = ["name"] + [c for c in ("size", "items", "clients", "writers", "keys", "mb")
                                if any(c in r for r in rows)]
             cols += ["ops_per_s", "median_us", "p99_us"]
             cols += [c for c in ("bytes_per_write", "items_per_s", "maxrss_mb", "connect_s",
                                  "server_peak_rss_mb", "wall_us", "client_cpu_us",
                                  "server_cpu_us", "fsync_us", "ping_rtt_us", "other_wait_us",
-                                 "distance_from_fsync_floor_x", "missed_after_2s")
+                                 "distance_from_fsync_floor_x", "missed_after_2s", "acked",
+                                 "failed", "lost", "extra", "dup", "reordered", "raw_retries")
                      if any(r.get(c) is not None for r in rows)]
             cols = [c for c in cols if any(c in r for r in rows)]
             lines.append("| " + " | ".join(cols) + " |")
@@ -157,6 +158,12 @@ def plots(results, directory, stem):
         plt.close(fig)
         written.append(path)
 
+    wl = wls.get("C2")
+    if wl and wl.get("rows"):
+        path = os.path.join(directory, f"{stem}-c2-one-key.png")
+        c2_plot(plt, wl["rows"], path)
+        written.append(path)
+
     wl = wls.get("W1")
     if wl and wl.get("rows"):
         fig, ax = plt.subplots(figsize=(7, 4.2))
@@ -171,3 +178,62 @@ def plots(results, directory, stem):
         plt.close(fig)
         written.append(path)
     return written
+
+
+C2_STYLE = {"zpydb": ("tab:blue", "o"), "raw": ("tab:orange", "s"),
+            "redis-always": ("tab:green", "^")}
+
+
+def c2_plot(plt, rows, path):
+    """C2: throughput (top) and p99 latency (bottom) vs writers, one column per op x backend.
+
+    A red label beside a point: statements that failed there ('Nf'), updates lost ('lost N').
+    """
+    backends = [b for b in ("zeo", "pg") if any(r["system"].endswith("/" + b) for r in rows)]
+    panels = [(op, b) for op in ("incr", "append") for b in backends]
+    writers = sorted({r["writers"] for r in rows})
+    fig, axes = plt.subplots(2, len(panels), figsize=(3.6 * len(panels), 6.6), squeeze=False)
+    for col, (op, backend) in enumerate(panels):
+        for system in (f"zpydb/{backend}", f"raw/{backend}", "redis-always"):
+            pts = sorted(((r["writers"], r) for r in rows
+                          if r["system"] == system and r["op"] == op), key=lambda p: p[0])
+            if not pts:
+                continue
+            color, marker = C2_STYLE[system.split("/")[0]]
+            xs = [p[0] for p in pts]
+            top, bottom = axes[0][col], axes[1][col]
+            top.plot(xs, [r["ops_per_s"] for _, r in pts], marker=marker, color=color,
+                     label=system)
+            bottom.plot(xs, [r["p99_us"] / 1000 for _, r in pts], marker=marker, color=color,
+                        label=system)
+            for x, r in pts:
+                bad = []
+                if r["failed"]:
+                    bad.append(f"{r['failed']}f")
+                damaged = r["lost"] + r["extra"] + r.get("dup", 0)
+                if damaged:
+                    bad.append(f"lost {damaged}")
+                if bad:
+                    top.annotate(" ".join(bad), (x, r["ops_per_s"]), fontsize=6, color="red",
+                                 xytext=(3, 3), textcoords="offset points")
+        label = "+= 1" if op == "incr" else "append"
+        axes[0][col].set_title(f"{label}, {'ZEO' if backend == 'zeo' else 'PostgreSQL'}",
+                               fontsize=9)
+        for ax in (axes[0][col], axes[1][col]):
+            if len(writers) > 1:
+                ax.set_xscale("log", base=2)
+            ax.set_xticks(writers)
+            ax.set_xticklabels([str(w) for w in writers])
+            ax.grid(True, alpha=0.3)
+            ax.tick_params(labelsize=7)
+        axes[0][col].set_yscale("log")
+        axes[1][col].set_yscale("log")
+        axes[1][col].set_xlabel("writer processes", fontsize=8)
+    axes[0][0].set_ylabel("aggregate acknowledged statements/s", fontsize=8)
+    axes[1][0].set_ylabel("p99 latency per statement, ms", fontsize=8)
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle("C2: N processes on one key (red: failed statements 'Nf', lost updates)",
+                 fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
