@@ -143,3 +143,16 @@ def test_bank_transfers(backend, worker_pool, writers):
         [r["bad_totals"] for r in reports if r["bad_totals"]]
     assert sum(r["moved"] for r in reports) > 0
     assert_all_statements_succeeded(total, writers, count)
+
+
+@pytest.mark.parametrize("writers", [8])
+def test_writes_to_different_keys_of_one_dict(backend, worker_pool, writers):
+    """Different keys of one dict: BTree buckets merge them; none may fail or vanish."""
+    db = backend.connect()
+    db["shared"] = {}
+    count = OPS[writers]
+    reports, total = run(worker_pool, backend, "distinct_keys", writers, count, key="shared")
+    stored = db["shared"]._run()
+    expected = {f"{r['seed']}-{seq}": seq for r in reports for seq in r["ok"]}
+    assert stored == expected
+    assert_all_statements_succeeded(total, writers, count)

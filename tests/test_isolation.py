@@ -313,3 +313,61 @@ def test_an_append_interleaved_with_the_promotion_to_biglist_is_kept(backend):
     missing = [x for x in ("a1", "a2", "from-b") if x not in items]
     assert not missing, f"lost {missing}: {len(items)} items, tail {items[-3:]}"
     assert len(items) == 1026
+
+
+# -- blocks that read a merging node (a counter, an appended-to list) ----------------------
+
+def test_a_block_that_read_a_counter_does_not_merge_blindly(backend):
+    """A block copies n and increments it; another client increments n meanwhile.
+    Increments merge, but this block's copy was decided on the old n: it must fail."""
+    first, second = backend.connect(), backend.connect()
+    first["n"] = 0
+    first["n"] += 1                                       # n is now an incremented number
+    block = first.transaction()
+    t = block.__enter__()
+    seen = t["n"]._run()
+    t["copy"] = seen
+    t["n"] += 1
+    second["n"] += 1
+    with pytest.raises(zpydb.ConflictError):
+        block.__exit__(None, None, None)
+    assert first["n"]._run() == 2 and "copy" not in first
+
+
+LIST_SIZES = pytest.mark.parametrize("size", [1, 1100], ids=["list", "biglist"])
+
+
+@LIST_SIZES
+def test_a_block_that_read_a_list_does_not_merge_its_append_blindly(backend, size):
+    """A block appends the list's length to the list (a numbering scheme); another
+    client appends meanwhile.  Appends merge, but the number was decided on the old
+    length: the block must fail rather than store a duplicate number."""
+    first, second = backend.connect(), backend.connect()
+    first["l"] = list(range(size - 1))
+    first["l"].append(size - 1)
+    block = first.transaction()
+    t = block.__enter__()
+    t["l"].append(len(t["l"]))
+    second["l"].append(size)
+    with pytest.raises(zpydb.ConflictError):
+        block.__exit__(None, None, None)
+    assert first["l"]._run() == list(range(size + 1))
+
+
+@LIST_SIZES
+def test_atomic_numbering_under_concurrent_appends_has_no_duplicates(backend, size):
+    """The same numbering with db.atomic: it runs again and numbers after the append."""
+    first, second = backend.connect(), backend.connect()
+    first["l"] = list(range(size))
+    first["l"].append(size)
+    calls = []
+
+    def number(t):
+        calls.append(1)
+        n = len(t["l"])
+        if len(calls) == 1:
+            second["l"].append(n)                         # someone else takes number n
+        t["l"].append(n)
+    first.atomic(number)
+    assert len(calls) == 2
+    assert first["l"]._run() == list(range(size + 3))
