@@ -166,6 +166,23 @@ def test_ctrl_c_between_a_change_and_its_registration_applies_nothing(tmp_path, 
     assert items == ["next"], f"the interrupted {kind} was applied by the next commit: {items}"
 
 
+def test_ctrl_c_during_a_read_does_not_hang_the_next_write(tmp_path):
+    """Found by the random Ctrl-C attack: the embedded writer hung for good (no error,
+    no progress for 60 s) after a Ctrl-C at the start of a statement.  See
+    tests/reliability/read_probe.py: the next commit waits forever in FileStorage's
+    FilePool.write_lock(), and Ctrl-C, held during the commit, cannot end the wait."""
+    out = subprocess.run([sys.executable, "-m", "tests.reliability.read_probe",
+                          str(tmp_path / "Data.fs")], capture_output=True, text=True,
+                         timeout=120, env=child_env())
+    steps = out.stdout.split()
+    hung = "Timeout (" in out.stderr                # faulthandler's dump_traceback_later
+    record("Ctrl-C during a read, then a write", trials=1, ok="closed" in out.stdout,
+           hung=int(hung))
+    assert "interrupted" in steps, f"the injection did not fire: {out.stdout} {out.stderr}"
+    assert not hung, f"the write after the Ctrl-C HUNG; stacks:\n{out.stderr[-2500:]}"
+    assert out.stdout.strip().endswith("closed"), out.stdout + out.stderr[-3000:]
+
+
 @pytest.mark.parametrize("backend", ["file", "zeo"])
 def test_sigterm_handler_inside_the_commit_keeps_the_session(tmp_path, backend):
     """SIGTERM turned into an exception by the application's handler, delivered in the
@@ -573,15 +590,19 @@ def test_random_ctrl_c_inside_writes(tmp_path, backend):
         init_log(url)
         writer = WriterProcess(tmp_path / "w", url, "i", seed=SEED,
                                catch_interrupt=True).start()
+        failure, exit_code, sent = None, None, 0
         try:
             writer.wait_acks(1, 60)
             for _ in range(signals):
                 time.sleep(rng.uniform(0.02, 0.3))    # the random moment of the attack
                 writer.signal(signal.SIGINT)
+                sent += 1
             writer.wait_acks(writer.acks() + 5, 60,
                              "acks after the last Ctrl-C (the same db must keep working)",
                              max_errors=10)
             exit_code = writer.stop()
+        except AssertionError as exc:                 # figures first, then the failure
+            failure = str(exc)
         finally:
             if writer.alive():
                 writer.kill()
@@ -591,9 +612,11 @@ def test_random_ctrl_c_inside_writes(tmp_path, backend):
             server.stop()
     verdict = check(writer.events(), items)
     other_errors = {t: n for t, n in verdict.errors.items() if t != "KeyboardInterrupt"}
-    figures = record("Ctrl-C at random moments", backend=backend, trials=signals,
+    figures = record("Ctrl-C at random moments", backend=backend, trials=sent,
+                     hung=int(bool(failure and "HUNG" in failure)),
                      seconds=round(time.monotonic() - started, 1), **verdict.figures())
     say(json.dumps(figures))
+    assert failure is None, failure
     assert exit_code == 0, writer.stderr()
     assert not other_errors, (f"errors after Ctrl-C (the session broke): {other_errors}; "
                               f"{verdict.samples}")

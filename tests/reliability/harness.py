@@ -45,9 +45,10 @@ class WriterProcess:
     def acks(self):
         return self.tail.poll().acks
 
-    def stderr(self):
+    def stderr(self, limit=3000):
         try:
-            return self.stderr_path.read_text(errors="replace")[-3000:]
+            text = self.stderr_path.read_text(errors="replace")
+            return text[-limit:] if limit else text
         except OSError:
             return ""
 
@@ -67,8 +68,20 @@ class WriterProcess:
                 raise AssertionError(f"writer {self.run} exited ({self.process.returncode}) "
                                      f"before {count} {what}:\n{self.stderr()}")
             return False
-        wait_until(reached, timeout, f"{count} {what} of writer {self.run} "
-                                     f"(has {self.tail.acks})")
+        try:
+            wait_until(reached, timeout, f"{count} {what} of writer {self.run} "
+                                         f"(has {self.tail.acks})")
+        except AssertionError as exc:
+            if self.alive() and "timed out" in str(exc):   # a hang: where is it stuck?
+                size = len(self.stderr(limit=None))
+                self.signal(signal.SIGUSR1)                # faulthandler dumps all stacks
+                wait_until(lambda: len(self.stderr(limit=None)) > size or not self.alive(), 10,
+                           "the writer's stack dump")
+                time.sleep(0.2)                            # let the dump finish
+                last = self.tail.events[-3:]
+                raise AssertionError(f"{exc}; writer HUNG after {last}; stacks:\n"
+                                     f"{self.stderr(limit=None)[size:][-6000:]}") from None
+            raise
 
     def signal(self, sig):
         os.kill(self.process.pid, sig)

@@ -38,6 +38,8 @@ def figures_table(rows):
             entry[column] = entry.get(column, 0) + int(row.get(column, 0) or 0)
         for name, count in (row.get("errors") or {}).items():
             entry["errors"][short(name)] += count
+        if row.get("hung"):
+            entry["errors"]["HUNG (writer stuck)"] += row["hung"]
         if "fstest_clean" in row:
             entry["fstest"].add("clean" if row["fstest_clean"] else "DAMAGED")
     for key, entry in merged.items():

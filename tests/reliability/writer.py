@@ -25,6 +25,7 @@ on to a new tag after any other error.  With ``"catch_interrupt": true`` the
 loop survives Ctrl-C and keeps using the same ``db`` object.
 """
 
+import faulthandler
 import json
 import os
 import random
@@ -148,6 +149,7 @@ def main(config):
     catch_interrupt = config.get("catch_interrupt", False)
     kinds = config.get("kinds") or [k for k, weight in KINDS for _ in range(weight)]
     run = config["run"]
+    faulthandler.register(signal.SIGUSR1, all_threads=True)   # stacks when it hangs
     if not catch_interrupt:
         signal.signal(signal.SIGINT, signal.SIG_DFL)
     db = zpydb.connect(config["url"], wait_timeout=config.get("wait_timeout", 10))
