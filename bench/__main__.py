@@ -46,7 +46,7 @@ def ticks_for(key, mode, env):
     if t == "clients":
         return len(mode.clients) * (2 if env.pg_url else 1)
     if t == "c2":
-        return len(mode.c2_writers) * 2
+        return len(mode.c2_writers) * 2 * mode.c2_rounds
     return t
 
 

@@ -53,7 +53,7 @@ class Mode:
     # C2: writer processes on one key, seconds per run, rounds, statements per writer
     c2_writers: list = field(default_factory=lambda: [1, 2, 4, 8, 16])
     c2_seconds: float = 2.0
-    c2_rounds: int = 2
+    c2_rounds: int = 3
     c2_max_ops: int = 20000
 
 

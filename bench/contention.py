@@ -20,8 +20,9 @@ final counter / list is checked against what the workers acknowledged:
 * lists only: ``dup`` (an item twice) and ``reordered`` (a writer's items out of order).
 
 Throughput is acknowledged statements / the longest worker's measured time, the median
-over rounds (the contestants' order rotates every round); latency p50/p99 is over all
-acknowledged statements of all rounds.
+over rounds; every round runs every writer count (order rotated) and, for each, every
+contestant (order rotated), so load changes on a shared machine hit them alike.
+Latency p50/p99 is over all acknowledged statements of all rounds.
 """
 
 import json
@@ -240,25 +241,34 @@ def c2(env, mode, tick):
     writers_list = mode.c2_writers
     names = contestants_for(env)
     rows = []
+    runs = {(name, op, w): [] for name in names for op in OPS for w in writers_list}
     pool = Pool(max(writers_list), env.tmp)
     try:
-        for writers in writers_list:
-            for op in OPS:
-                runs = {name: [] for name in names}
-                for rnd in range(mode.c2_rounds):
+        # every round visits every writer count (rotated), so a change in the machine's
+        # load during the run hits 1 and 8 writers alike, not just the later ones
+        for rnd in range(mode.c2_rounds):
+            shift = rnd % len(writers_list)
+            counts = writers_list[shift:] + writers_list[:shift]
+            if rnd % 2:
+                counts.reverse()
+            for writers in counts:
+                for op in OPS:
                     shift = (rnd + writers) % len(names)
                     order = names[shift:] + names[:shift]
                     if rnd % 2:
                         order.reverse()
                     for name in order:
                         key = f"c2-{op}-{writers}-{rnd}-{name.replace('/', '-')}"
-                        runs[name].append(run_once(env, pool, name, op, writers,
-                                                   mode.c2_seconds, mode.c2_max_ops, key))
-                tick()
-                for name in names:
-                    rows.append(_row(name, op, writers, runs[name]))
+                        runs[name, op, writers].append(run_once(
+                            env, pool, name, op, writers, mode.c2_seconds, mode.c2_max_ops,
+                            key))
+                    tick()
     finally:
         pool.close()
+    for writers in writers_list:
+        for op in OPS:
+            for name in names:
+                rows.append(_row(name, op, writers, runs[name, op, writers]))
     return {"title": "N writer processes on ONE key: `+=` on a number and `append` to a "
                      "list (durable; final value checked against acknowledged statements)",
             "rows": rows, "ratios": _ratios(rows, names, writers_list)}
