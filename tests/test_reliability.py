@@ -114,55 +114,19 @@ def test_ctrl_c_inside_the_commit_keeps_the_session(tmp_path, backend, phase, ki
 @pytest.mark.parametrize("kind", ["stmt", "block"])
 def test_ctrl_c_between_a_change_and_its_registration_applies_nothing(tmp_path, kind):
     """Found by the random Ctrl-C attack (a lock() block half applied: 1 of 10 items).
-    ``PersistentList.append`` changes the list in memory, then sets ``_p_changed``; a
-    Ctrl-C between the two leaves a change that the abort does not see, in the cache
-    of a connection that goes back to the pool, and the NEXT commit on it writes it.
-    Deterministic here: the append raises KeyboardInterrupt at exactly that point."""
-    from zpydb import merging
-    db = zpydb.connect(str(tmp_path / "Data.fs"))
-    try:
-        db["log"] = []
-        real = merging.AppendList.append
-        fired = []
-
-        class Interrupting(list):
-            def append(self, item):
-                list.append(self, item)       # the list changes in memory...
-                fired.append(item)
-                raise KeyboardInterrupt       # ...and Ctrl-C lands right after
-
-        def interrupted(self, item):
-            # the items list is swapped through __dict__ (no _p_changed), so whatever
-            # order AppendList.append uses, the Ctrl-C lands right after the change
-            self.__dict__["data"] = Interrupting(self.__dict__["data"])
-            try:
-                return real(self, item)
-            finally:
-                if type(self.__dict__.get("data")) is Interrupting:
-                    self.__dict__["data"] = list(self.__dict__["data"])
-
-        merging.AppendList.append = interrupted
-        try:
-            if kind == "stmt":
-                db["log"].append("ghost")
-            else:
-                with db.transaction() as t:
-                    t["log"].append("ghost")
-        except KeyboardInterrupt:
-            pass
-        finally:
-            merging.AppendList.append = real
-        if kind == "stmt":
-            db["log"].append("next")
-        else:
-            with db.transaction() as t:
-                t["log"].append("next")
-    finally:
-        db.close()
-    items = stored_log(str(tmp_path / "Data.fs"))
+    A Ctrl-C right after ``PersistentList.append`` changed the list in memory and
+    before ``_p_changed``: the NEXT commit writes the interrupted change
+    (tests/reliability/change_probe.py)."""
+    out = subprocess.run([sys.executable, "-m", "tests.reliability.change_probe",
+                          str(tmp_path / "Data.fs"), kind], capture_output=True, text=True,
+                         timeout=120, env=child_env())
+    assert out.stdout.strip(), f"probe crashed (exit {out.returncode}):\n{out.stderr[-3000:]}"
+    report = json.loads(out.stdout)
+    items = report["items"]
     record("Ctrl-C between a change and its registration", kind=kind, trials=1,
-           ok=items == ["next"])
-    assert fired == ["ghost"], "the injection point (the items list's append) was not reached"
+           ok=items in (["next"], ["ghost", "next"]) and report["probe"] != "returned")
+    assert report["fired"] == ["ghost"], "the injection point was not reached"
+    assert report["probe"] == "KeyboardInterrupt", f"Ctrl-C swallowed: {report}"
     assert items == ["next"], f"the interrupted {kind} was applied by the next commit: {items}"
 
 

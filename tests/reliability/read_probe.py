@@ -8,13 +8,16 @@ puts the file it hands out on ``_out`` and only then enters the ``try`` that tak
 it off again; a KeyboardInterrupt in between leaves it there, and every later
 commit waits in ``FilePool.write_lock()`` for ``_out`` to empty: forever, and with
 Ctrl-C held during the commit, not even Ctrl-C gets the user out.  Here the Ctrl-C
-is injected exactly there (``_out.append`` raises once, after appending).
+is delivered exactly there (``_out.append`` sends SIGINT to the process once, after
+appending; a fix that holds Ctrl-C during the whole statement passes).
 
 Prints one line per step; after ``HANG_AFTER`` seconds faulthandler prints every
 thread's stack ("Timeout (0:00:15)!") and exits.
 """
 
 import faulthandler
+import os
+import signal
 import sys
 
 import zpydb
@@ -29,7 +32,7 @@ class OnceInterrupting(list):
         list.append(self, item)
         if not OnceInterrupting.fired:
             OnceInterrupting.fired = True
-            raise KeyboardInterrupt   # Ctrl-C right after the read file was taken
+            os.kill(os.getpid(), signal.SIGINT)   # Ctrl-C right after the file was taken
 
 
 def main(path):
