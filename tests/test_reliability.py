@@ -35,7 +35,7 @@ import pytest
 import zpydb
 from tests.reliability import child_env, fstest, record, scale, wait_until
 from tests.reliability.harness import WriterProcess
-from tests.reliability.history import check, read_log
+from tests.reliability.history import check
 from tests.reliability.proxy import DropProxy
 from tests.reliability.writer import claim_of
 from tests.servers import ZeoServer
