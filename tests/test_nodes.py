@@ -129,3 +129,31 @@ def test_biglist_random_reads():
     for _ in range(200):
         i = random.randrange(-len(items), len(items))
         assert big[i] == items[i]
+
+
+def test_find_treats_keys_of_another_kind_as_absent():
+    tree = nodes.to_node({("a", 1): 1, ("b", "x"): 2, ("c", 1): 3})
+    assert nodes.find(tree, ("b", "x")) == 2
+    assert nodes.find(tree, ("b", 2)) is nodes.MISSING    # TypeError inside the tree
+    assert nodes.find(tree, [1], None) is None             # never storable: not compared
+    assert not nodes.key_fits(tree, ("b", 2)) and nodes.key_fits(tree, ("z", 1))
+
+
+def test_exact_key_and_short_repr():
+    class S(str):
+        pass
+
+    key = nodes.exact_key((S("a"), (1, True)))
+    assert key == ("a", (1, True)) and type(key[0]) is str
+    assert nodes.exact_key([1]) is None and nodes.exact_key((None,)) is None
+    assert nodes.exact_key((((1,),),), room=2) is None
+    assert nodes.short_repr(2 ** 20000) == "<int of about 6021 digits>"
+    assert nodes.short_repr("x" * 500, 10) == "'xxxxxx..."
+    assert nodes.describe_type(1) == "an int" and nodes.describe_type(None) == "None"
+
+
+def test_to_plain_without_recursion_matches():
+    value = {"a": [1, (2, (3,)), {"b": [4, None]}], "c": ()}
+    node = nodes.to_node(value)
+    assert nodes._to_plain_deep(node) == nodes.to_plain(node) == value
+    assert type(nodes._to_plain_deep(node)["a"][1][1]) is tuple

@@ -254,3 +254,18 @@ def test_a_path_of_another_database_is_copied_as_a_value(db, tmp_path):
         db["list"] = []
         db["list"].append(other["src"]["a"])
     assert db["copy"]._run() == {"a": [1]} and db["list"]._run() == [[1]]
+
+
+def test_messages_name_types_with_the_right_article(db):
+    """Issue 11 item 15: "db['x'] is a int" -> "is an int"; None is "None"."""
+    db["n"] = 5
+    db["z"] = None
+    db["s"] = "text"
+    with pytest.raises(zpydb.NotAContainerError, match=r"db\['n'\] is an int, not a dict"):
+        db["n"]["x"]._run()
+    with pytest.raises(zpydb.NotAContainerError, match=r"db\['z'\] is None, not a dict"):
+        db["z"][0]._run()
+    with pytest.raises(zpydb.NotAContainerError, match="an int has no method append"):
+        db["n"].append(1)
+    with pytest.raises(zpydb.NotAContainerError, match="a str has no items"):
+        len(db["s"])

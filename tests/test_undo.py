@@ -132,3 +132,82 @@ def test_packing_trims_the_undo_history(backend):
     with pytest.raises(zpydb.UndoError):
         db.undo()                                 # ...but the changes cannot be undone
     assert db["x"]._run() == 2
+
+
+# -- issue 11 item 3: undo/redo/history inside an open block are refused ----------
+
+def test_undo_inside_lock_is_refused_and_the_block_still_commits(db):
+    """The issue's case: lock(); write; undo() undid an EARLIER change, and unlock() failed."""
+    db["earlier"] = "kept"
+    db.lock()
+    db["a"] = 1
+    before = transaction_count(db)
+    for call in (db.undo, db.redo, db.history):
+        with pytest.raises(zpydb.UndoError, match="while a db.lock"):
+            call()
+    assert transaction_count(db) == before
+    db.unlock()
+    assert db._run() == {"earlier": "kept", "a": 1}
+    db.undo()                                     # after the block: undoes the block
+    assert db._run() == {"earlier": "kept"}
+
+
+def test_undo_inside_transaction_and_atomic_is_refused(db):
+    db["x"] = 0
+    with db.transaction() as t:
+        t["x"] = 1
+        with pytest.raises(zpydb.UndoError, match="block"):
+            db.undo()
+        with pytest.raises(zpydb.UndoError, match="block"):
+            db.history()
+    assert db["x"]._run() == 1
+
+    def body(t):
+        t["x"] += 1
+        with pytest.raises(zpydb.UndoError, match="block"):
+            db.redo()
+    db.atomic(body)
+    assert db["x"]._run() == 2
+    assert [e["note"] for e in db.history(2)] == ["db['x'] += 1", "db['x'] = 1"]
+    with pytest.raises(RuntimeError):             # a block that ended by an exception
+        with db.transaction() as t:
+            t["x"] = 99
+            raise RuntimeError
+    db.undo()                                     # no block open any more
+    assert db["x"]._run() == 1
+
+
+def test_a_block_in_another_thread_does_not_refuse_undo(db):
+    import threading
+    db["x"] = 1
+    db["x"] = 2
+    db.lock()
+    result = []
+    worker = threading.Thread(target=lambda: result.append(db.undo()))
+    worker.start()
+    worker.join()
+    db.unlock()
+    assert result == [None] and db["x"]._run() == 1
+
+
+# -- issue 11 item 15: history(n) and the notes of redo ----------------------------
+
+def test_history_of_zero_is_empty_and_negative_is_refused(db):
+    db["a"] = 1
+    assert db.history(0) == []
+    assert len(db.history(1)) == 1
+    for bad in (-1, 1.5, "3", True):
+        with pytest.raises(zpydb.BadArgumentError, match="history"):
+            db.history(bad)
+
+
+def test_redo_and_undo_notes_name_the_original_change(db):
+    db["l"] = range(10)
+    db.undo()
+    db.redo()
+    db.undo()
+    db.redo()
+    notes = [e["note"] for e in db.history(5)]
+    assert notes == ["redo: db['l'] = range(0, 10)", "undo: db['l'] = range(0, 10)",
+                     "redo: db['l'] = range(0, 10)", "undo: db['l'] = range(0, 10)",
+                     "db['l'] = range(0, 10)"]

@@ -27,6 +27,7 @@ themselves: :func:`to_node` refuses both with an UnstorableValueError naming
 the path, so what is stored can always be read, printed and exported.
 """
 
+import reprlib
 from collections.abc import Mapping
 
 from BTrees.OOBTree import OOBTree
@@ -96,7 +97,8 @@ def to_node(value, path="db", level=1, parents=()):
         return _dict_node(value, path, level, _enter(value, path, level, parents))
     if isinstance(value, (list, range)) or _is_sequence_view(value):
         parents = _enter(value, path, level, parents)
-        items = [to_node(item, f"{path}[{index}]", level + 1, parents)
+        items = [item if type(item) in SCALARS  # the common case, without a path string
+                 else to_node(item, f"{path}[{index}]", level + 1, parents)
                  for index, item in _items(value, path)]
         return make_list_node(items)
     if isinstance(value, tuple):
@@ -155,6 +157,8 @@ def _items(value, path):
 
 
 def _tuple_item(item, path, level):
+    if type(item) in SCALARS:
+        return item
     if isinstance(item, SCALARS):
         return to_node(item, path)
     if isinstance(item, tuple):
@@ -172,12 +176,15 @@ def _dict_node(mapping, path, level, parents):
     check_keys_orderable(keys, path)
     tree = OOBTree()
     for key, (_, value) in zip(keys, pairs):
-        tree[key] = to_node(value, f"{path}[{short_repr(key)}]", level + 1, parents)
+        tree[key] = (value if type(value) in SCALARS
+                     else to_node(value, f"{path}[{short_repr(key)}]", level + 1, parents))
     return tree
 
 
 def _pairs(mapping, path):
     """``list(mapping.items())``; a failing user mapping is an UnstorableValueError."""
+    if type(mapping) is dict:
+        return list(mapping.items())  # a builtin dict: nothing can fail
     try:
         return [(key, mapping[key]) for key in mapping]
     except Exception as exc:
@@ -338,26 +345,42 @@ def _to_plain_deep(node):
     return result[0]
 
 
+class _ShortRepr(reprlib.Repr):
+    """reprlib's bounded repr (a few levels, a few dozen items), and huge ints as a size."""
+
+    def __init__(self):
+        super().__init__()
+        self.maxlevel, self.maxlist, self.maxtuple, self.maxdict = 6, 30, 30, 30
+        self.maxset = self.maxfrozenset = 30
+        self.maxstring = self.maxother = 120
+
+    def repr_int(self, x, level):
+        return _int_text(x)
+
+
+_SHORT_REPR = _ShortRepr()
+_BIG_REPRS = {list, tuple, dict, set, frozenset}
+
+
 def short_repr(value, limit=120):
     """``repr(value)`` for notes and messages: at most ``limit`` characters, never raising.
 
     repr() itself fails for an int of more than 4300 digits (ValueError), for
-    values nested past the recursion limit, and in a ``__repr__`` that raises.
+    values nested past the recursion limit, and in a ``__repr__`` that raises;
+    containers go through reprlib, so a million-item list costs no more than a short one.
     """
     try:
-        text = repr(value)
+        text = _SHORT_REPR.repr(value) if type(value) in _BIG_REPRS else repr(value)
     except Exception:
-        text = _summary(value)
+        text = _int_text(value) if isinstance(value, int) else f"<{type(value).__name__} object>"
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
-def _summary(value):
-    if isinstance(value, int):
-        return f"<int of about {int(value.bit_length() * 0.30103) + 1} digits>"
+def _int_text(value):
     try:
-        return f"<{type(value).__name__} of {len(value)} items>"
-    except Exception:
-        return f"<{type(value).__name__} object>"
+        return repr(value)
+    except ValueError:  # more digits than sys.get_int_max_str_digits()
+        return f"<int of about {int(value.bit_length() * 0.30103) + 1} digits>"
 
 
 def describe_type(node):

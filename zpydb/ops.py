@@ -535,7 +535,7 @@ def augment(root, steps, symbol, func, other, visit=None):
     _visit_all(visit, node)
     current = nodes.to_plain(node)
     if symbol == "+" and isinstance(current, list):
-        return call_writer(root, steps, "extend", [list(other)], {}, visit)
+        return call_writer(root, steps, "extend", [iterable_arg(other, "+=", path)], {}, visit)
     result = _operate(func, symbol, current, other, path)
     if merging.is_counter(node) and _is_number(result):
         node.set(result)  # never merges with a concurrent increment
