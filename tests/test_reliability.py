@@ -326,7 +326,7 @@ def test_zeo_server_sigkill_under_a_writer(tmp_path, zeo):
                              wait_timeout=10).start() for k in range(2)]
     acks = lambda: sum(w.acks() for w in writers)  # noqa: E731
     started = time.monotonic()
-    double_kills = 0
+    double_kills, failure, exit_codes = 0, None, None
     try:
         for writer in writers:
             writer.wait_acks(1, 60)
@@ -346,6 +346,9 @@ def test_zeo_server_sigkill_under_a_writer(tmp_path, zeo):
         for writer in writers:
             writer.wait_acks(writer.acks() + 5, 60)
         exit_codes = [writer.stop() for writer in writers]
+    except AssertionError as exc:                     # figures first, then the failure
+        failure = f"{exc}\n" + "\n".join(w.stacks() for w in writers)
+        trials_done = number + 1 if "number" in locals() else 0
     finally:
         for writer in writers:
             if writer.alive():
@@ -355,17 +358,22 @@ def test_zeo_server_sigkill_under_a_writer(tmp_path, zeo):
     clean, fstest_output = fstest(zeo.data_dir / "Data.fs")
     events = [e for writer in writers for e in writer.events()]
     verdict = check(events, items)
-    figures = record("SIGKILL ZEO server under 2 writers", trials=kills + double_kills,
+    kills_done = (trials_done if failure else kills) + double_kills
+    figures = record("SIGKILL ZEO server under 2 writers", trials=kills_done,
                      double_kills=double_kills, fstest_clean=clean,
+                     hung=int(bool(failure and "timed out" in failure)),
                      seconds=round(time.monotonic() - started, 1), **verdict.figures())
     say(json.dumps(figures))
+    assert failure is None, failure
     assert exit_codes == [0, 0], [w.stderr() for w in writers]
     assert clean, fstest_output
     assert_verdict(verdict)
-    # statements and db.atomic are safe to re-run: a restart shorter than wait_timeout
-    # must not reach the caller (issue 11 items 9 and 12); `with` blocks may fail truthfully
+    # statements and db.atomic are safe to re-run: when zpydb knows nothing was applied
+    # it must re-run them rather than fail (issue 11 items 9 and 12); an error that says
+    # the outcome is UNKNOWN is allowed (counted above); `with` blocks may fail truthfully
     rerunnable = [(e["kind"], e["msg"][:160]) for e in events
-                  if e.get("ev") == "err" and e["kind"] in ("stmt", "new", "atomic")]
+                  if e.get("ev") == "err" and e["kind"] in ("stmt", "new", "atomic")
+                  and e["claim"] == "none"]
     assert not rerunnable, f"{len(rerunnable)} re-runnable writes failed: {rerunnable[:3]}"
 
 

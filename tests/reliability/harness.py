@@ -73,15 +73,20 @@ class WriterProcess:
                                          f"(has {self.tail.acks})")
         except AssertionError as exc:
             if self.alive() and "timed out" in str(exc):   # a hang: where is it stuck?
-                size = len(self.stderr(limit=None))
-                self.signal(signal.SIGUSR1)                # faulthandler dumps all stacks
-                wait_until(lambda: len(self.stderr(limit=None)) > size or not self.alive(), 10,
-                           "the writer's stack dump")
-                time.sleep(0.2)                            # let the dump finish
-                last = self.tail.events[-3:]
-                raise AssertionError(f"{exc}; writer HUNG after {last}; stacks:\n"
-                                     f"{self.stderr(limit=None)[size:][-6000:]}") from None
+                raise AssertionError(f"{exc}; writer HUNG after {self.tail.events[-3:]}; "
+                                     f"stacks:\n{self.stacks()}") from None
             raise
+
+    def stacks(self):
+        """Every thread's stack of a live writer (faulthandler on SIGUSR1)."""
+        if not self.alive():
+            return ""
+        size = len(self.stderr(limit=None))
+        self.signal(signal.SIGUSR1)
+        wait_until(lambda: len(self.stderr(limit=None)) > size or not self.alive(), 10,
+                   "the writer's stack dump")
+        time.sleep(0.2)                                    # let the dump finish
+        return self.stderr(limit=None)[size:][-6000:]
 
     def signal(self, sig):
         os.kill(self.process.pid, sig)
