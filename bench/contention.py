@@ -17,7 +17,9 @@ final counter / list is checked against what the workers acknowledged:
 * ``failed``: statements that raised (the worker counts them and goes on);
 * ``lost``: acknowledged updates missing from the final value;
 * ``extra``: updates present although their statement raised (ambiguous commits);
-* lists only: ``dup`` (an item twice) and ``reordered`` (a writer's items out of order).
+* lists only: ``dup`` (an item twice) and ``reordered`` (a writer's items out of order);
+* ZEO only: ``server_cpu_us``, runzeo's CPU time (psutil) per acknowledged statement,
+  which includes the server-side conflict resolution.
 
 Throughput is acknowledged statements / the longest worker's measured time, the median
 over rounds; every round runs every writer count (order rotated) and, for each, every
@@ -187,6 +189,17 @@ def check(op, final, reports):
     return out
 
 
+def _cpu_of(pid):
+    if not pid:
+        return 0.0
+    try:
+        import psutil
+        times = psutil.Process(pid).cpu_times()
+        return times.user + times.system
+    except Exception:
+        return 0.0
+
+
 # -- one run -----------------------------------------------------------------------------------
 
 def run_once(env, pool, contestant, op, writers, seconds, max_ops, key):
@@ -204,12 +217,15 @@ def run_once(env, pool, contestant, op, writers, seconds, max_ops, key):
                 pool.send(proc, "abort")
                 pool.read(proc, 60)
         raise RuntimeError(f"c2 {contestant} {op} x{writers}: {errors[0]}")
+    zeo_pid = env.zeo.pid if contestant.endswith("/zeo") else None
+    server_cpu0 = _cpu_of(zeo_pid)
     t0 = time.perf_counter()
     for proc in procs:
         pool.send(proc, "go")
     # a statement in progress at the end may retry for its whole time budget
     reports = [pool.read(proc, seconds + 180) for proc in procs]
     wall = time.perf_counter() - t0
+    server_cpu = _cpu_of(zeo_pid) - server_cpu0
     bad = [r["error"] for r in reports if "error" in r]
     if bad:
         raise RuntimeError(f"c2 {contestant} {op} x{writers}: {bad[0]}")
@@ -220,6 +236,8 @@ def run_once(env, pool, contestant, op, writers, seconds, max_ops, key):
                    "ops_per_s": result["acked"] / longest if longest else 0.0,
                    "errors": [m for r in reports for m in r["errors"]][:3],
                    "lat_us": [x for r in reports for x in r["lat_us"]]})
+    if zeo_pid and result["acked"]:  # runzeo's CPU (incl. conflict resolution) per statement
+        result["server_cpu_us"] = server_cpu / result["acked"] * 1e6
     retries = [r["raw_retries"] for r in reports if r.get("raw_retries") is not None]
     if retries:
         result["raw_retries"] = sum(retries)
@@ -289,6 +307,8 @@ def _row(name, op, writers, runs):
     if op == "append":
         row["dup"] = sum(r["dup"] for r in runs)
         row["reordered"] = sum(r["reordered"] for r in runs)
+    if any("server_cpu_us" in r for r in runs):
+        row["server_cpu_us"] = statistics.median(r.get("server_cpu_us", 0.0) for r in runs)
     if any("raw_retries" in r for r in runs):
         row["raw_retries"] = sum(r.get("raw_retries", 0) for r in runs)
     return row

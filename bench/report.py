@@ -202,10 +202,11 @@ def c2_plot(plt, rows, path):
             color, marker = C2_STYLE[system.split("/")[0]]
             xs = [p[0] for p in pts]
             top, bottom = axes[0][col], axes[1][col]
+            label = {"zpydb": "zpydb", "raw": "raw ZODB"}.get(system.split("/")[0], system)
             top.plot(xs, [r["ops_per_s"] for _, r in pts], marker=marker, color=color,
-                     label=system)
+                     label=label)
             bottom.plot(xs, [r["p99_us"] / 1000 for _, r in pts], marker=marker, color=color,
-                        label=system)
+                        label=label)
             for x, r in pts:
                 bad = []
                 if r["failed"]:
