@@ -26,7 +26,11 @@ class Database(Path):
 
     # -- undo / redo (undo.py) --------------------------------------------
     def undo(self):
-        """Undo the newest change still in effect, made by any client."""
+        """Undo the newest change still in effect, made by any client.
+
+        Refused (UndoError, nothing changed) while a ``lock()``, ``transaction()``
+        or ``atomic`` block is open in this thread: end the block first.
+        """
         _undo.undo(self._session)
 
     def redo(self):
@@ -34,7 +38,7 @@ class Database(Path):
         _undo.redo(self._session)
 
     def history(self, n=10):
-        """The last ``n`` changes, newest first: dicts of time, user, note, kind."""
+        """The last ``n`` changes (``n >= 0``), newest first: dicts of time, user, note, kind."""
         return _undo.history(self._session, n)
 
     def save(self):
