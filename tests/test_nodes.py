@@ -157,3 +157,12 @@ def test_to_plain_without_recursion_matches():
     node = nodes.to_node(value)
     assert nodes._to_plain_deep(node) == nodes.to_plain(node) == value
     assert type(nodes._to_plain_deep(node)["a"][1][1]) is tuple
+
+
+def test_short_repr_never_runs_a_subclass_repr():
+    class Hostile(int):
+        def __repr__(self):
+            raise RuntimeError("ran")
+
+    assert nodes.short_repr(Hostile(3)) == "3" and nodes.short_repr(True) == "True"
+    assert nodes.short_repr(Hostile(2 ** 20000)) == "<int of about 6021 digits>"

@@ -360,6 +360,8 @@ class _ShortRepr(reprlib.Repr):
 
 _SHORT_REPR = _ShortRepr()
 _BIG_REPRS = {list, tuple, dict, set, frozenset}
+_BASE_REPRS = {str: str.__repr__, int: int.__repr__, float: float.__repr__,
+               bytes: bytes.__repr__}
 
 
 def short_repr(value, limit=120):
@@ -369,16 +371,28 @@ def short_repr(value, limit=120):
     values nested past the recursion limit, and in a ``__repr__`` that raises;
     containers go through reprlib, so a million-item list costs no more than a short one.
     """
+    kind = type(value)
     try:
-        text = _SHORT_REPR.repr(value) if type(value) in _BIG_REPRS else repr(value)
+        if kind in _BIG_REPRS:
+            text = _SHORT_REPR.repr(value)
+        else:
+            text = repr(value) if kind in SCALARS else _base_repr(value)
     except Exception:
-        text = _int_text(value) if isinstance(value, int) else f"<{type(value).__name__} object>"
+        text = _int_text(value) if isinstance(value, int) else f"<{kind.__name__} object>"
     return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _base_repr(value):
+    """A str/int/float/bytes subclass shown as its base type: its own __repr__ never runs."""
+    for base, base_repr in _BASE_REPRS.items():
+        if isinstance(value, base):
+            return base_repr(value)
+    return repr(value)
 
 
 def _int_text(value):
     try:
-        return repr(value)
+        return int.__repr__(value)
     except ValueError:  # more digits than sys.get_int_max_str_digits()
         return f"<int of about {int(value.bit_length() * 0.30103) + 1} digits>"
 
