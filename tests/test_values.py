@@ -766,9 +766,11 @@ class ValuesMachine(RuleBasedStateMachine):
 
 @pytest.mark.parametrize("backend_name", [name for name in ("file", "zeo") if name in BACKENDS])
 def test_statements_match_a_plain_model(backend_name, tmp_path, request):
+    """A few seconds per backend; ``ZPYDB_FUZZ_EXAMPLES=2000`` hunts longer, and
+    ``ZPYDB_FUZZ_NO_SHRINK=1`` reports a failure without minutes of shrinking."""
     backend = make_backend(backend_name, tmp_path, request)
     ValuesMachine.url = backend.url
     run_state_machine_as_test(ValuesMachine, settings=settings(
-        max_examples=int(os.environ.get("ZPYDB_FUZZ_EXAMPLES", "40")), stateful_step_count=30,
+        max_examples=int(os.environ.get("ZPYDB_FUZZ_EXAMPLES", "60")), stateful_step_count=30,
         deadline=None, suppress_health_check=list(HealthCheck),
         phases=[p for p in Phase if p != Phase.shrink or not os.environ.get("ZPYDB_FUZZ_NO_SHRINK")]))
