@@ -29,7 +29,6 @@ quick local run; ``make test`` runs them).
 """
 
 import os
-import warnings
 from collections import Counter
 
 import pytest
@@ -44,12 +43,7 @@ SHARED_BACKENDS = [b for b in ("zeo", "postgres")
 OPS = {2: 100, 8: 20, 16: 10}
 BLOCK_OPS = {2: 30, 8: 8, 16: 5}
 
-# ``sixteen`` is not registered in setup.cfg (not this module's file): keep the
-# unknown-mark warning of this one line quiet; ``-m "not sixteen"`` works either way.
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", pytest.PytestUnknownMarkWarning)
-    SIXTEEN = pytest.mark.sixteen
-WRITERS = [2, 8, pytest.param(16, marks=SIXTEEN)]
+WRITERS = [2, 8, pytest.param(16, marks=pytest.mark.sixteen)]  # marker: setup.cfg
 
 #: items in the list before the appends: none; 1,015 (the writers push it past the
 #: BigList threshold of 1,024); 1,530 (a BigList whose third 512-item chunk is full

@@ -148,3 +148,41 @@ def test_export_reads_a_file_that_another_process_has_open(tmp_path):
     finally:
         holder.stdin.close()
         holder.wait(timeout=30)
+
+
+# -- limits: huge ints, deep nesting, hostile numbers ------------------------------------
+
+def test_ints_past_the_decimal_digit_limit_round_trip_through_the_cli(tmp_path):
+    """An int Python refuses to print (past 4300 digits) exports as {"$int": "0x..."}."""
+    source, target = str(tmp_path / "a.fs"), str(tmp_path / "b.fs")
+    values = {"big": 2 ** 20000, "neg": [-(3 ** 9000), 5], "small": 7}
+    with zpydb.connect(source) as db:
+        for key, value in values.items():
+            db[key] = value
+    out = zpydb_cmd("export", source, "-o", str(tmp_path / "x.json"))
+    assert out.returncode == 0, out.stderr
+    document = json.loads((tmp_path / "x.json").read_text())
+    assert document["big"] == {"$int": hex(2 ** 20000)} and document["small"] == 7
+    out = zpydb_cmd("import", str(tmp_path / "x.json"), target)
+    assert out.returncode == 0, out.stderr
+    with zpydb.connect(target) as db:
+        assert {key: db[key]._run() for key in values} == values
+
+
+@pytest.mark.parametrize("text, says", [
+    ('{"x": ' + "[" * 5000 + "]" * 5000 + "}", "deeper than zpydb stores (100 levels)"),
+    ('{"x": ' + "[" * 300 + "]" * 300 + "}", "nested too deeply"),
+    ('{"x": ' + "9" * 5000 + "}", '{"$int": "0x..."}'),
+    ('{"x": {"$int": "12"}}', "$int needs a hex string"),
+    ('{"x": {"$int": ["0x1"]}}', "$int needs a hex string"),
+])
+def test_hostile_imports_are_refused_with_a_message_and_store_nothing(tmp_path, text, says):
+    target = str(tmp_path / "b.fs")
+    with zpydb.connect(target) as db:
+        db["kept"] = 1
+    (tmp_path / "in.json").write_text(text)
+    out = zpydb_cmd("import", str(tmp_path / "in.json"), target)
+    assert out.returncode != 0
+    assert says in out.stderr and "Traceback" not in out.stderr, out.stderr
+    with zpydb.connect(target) as db:
+        assert sorted(db.keys()) == ["kept"]

@@ -208,3 +208,15 @@ def test_tab_completion_at_a_real_terminal(tmp_path):
         child.expect(pexpect.EOF)
     finally:
         child.close(force=True)
+
+
+def test_an_int_too_long_to_print_is_shown_by_its_size(tmp_path):
+    """pprint of an int past 4300 digits raises ValueError; the shell shows its size."""
+    url = str(tmp_path / "Data.fs")
+    result = zpydb_cmd("shell", url, "-c",
+                       "db['n'] = 2 ** 20000\n{'n': db['n'], 'l': [1, True]}\ndb['n']\n"
+                       "print(_.bit_length())")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "{'n': <int of about 6021 digits>, 'l': [1, True]}", "<int of about 6021 digits>",
+        "20001"], result.stdout + result.stderr

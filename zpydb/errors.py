@@ -22,7 +22,7 @@ The tree::
     ├── ConflictError             another client changed the same data (retry)
     ├── UndoError                 nothing to undo/redo, undo blocked, or inside a block
     ├── ReadOnlyError             writing through a read-only server/storage
-    ├── DisconnectedError         the server did not answer in time
+    ├── DisconnectedError         the server is not reachable (lost, or not within wait_timeout)
     ├── StorageError              the storage could not write (disk full...)
     ├── UnsafeClassError          a record names a class zpydb never stores (not loaded)
     ├── DatabaseLockedError       an embedded Data.fs is in use by another process
@@ -110,7 +110,7 @@ class ReadOnlyError(Error):
 
 
 class DisconnectedError(Error):
-    """The storage server did not answer within the configured wait.
+    """The connection to the storage server was lost, or not made within ``wait_timeout``.
 
     ``applied`` is False when nothing was applied, None when zpydb could not
     find out whether a commit that broke off happened (the message says so).

@@ -4,6 +4,9 @@ JSON has only str keys and no bytes or tuples, so values JSON cannot express
 are written as one-key tagged objects, and read back the same way:
 
 * ``{"$bytes": "<base64>"}``      bytes
+* ``{"$int": "0x<hex digits>"}``   an int with more decimal digits than Python's
+  ``sys.get_int_max_str_digits()`` (4300) lets ``json`` write or read; hex has no
+  such limit
 * ``{"$tuple": [...]}``          a tuple
 * ``{"$dict": [[key, value], ...]}`` a dict whose keys are not all str
 * ``{"$file": {...}}``          a zpydb.File (see zpydb/files.py and docs/files.md):
@@ -24,11 +27,15 @@ import ast
 import base64
 import json
 import os
+import re
 import sys
 
 from tqdm import tqdm
 
 from .errors import Error
+from .nodes import MAX_DEPTH
+
+_HEX_INT = re.compile(r"-?0x[0-9a-f]+")
 
 #: Other modules (files.py) register (type, encode) and (tag, decode) pairs.
 encoders = []
@@ -49,10 +56,24 @@ def encode(value, context=None):
         return {"$tuple": [encode(v, context) for v in value]}
     if isinstance(value, bytes):
         return {"$bytes": base64.b64encode(value).decode("ascii")}
+    if isinstance(value, int) and _too_long_for_decimal(value):
+        return {"$int": hex(value)}
     for value_type, encoder in encoders:
         if isinstance(value, value_type):
             return encoder(value, context)
     return value
+
+
+def _too_long_for_decimal(number):
+    """Would ``str(number)`` exceed ``sys.get_int_max_str_digits()``? (0: no limit)"""
+    limit = sys.get_int_max_str_digits() if hasattr(sys, "get_int_max_str_digits") else 0
+    return bool(limit) and number.bit_length() > (limit - 1) * 3.32  # 3.32 bits a digit
+
+
+def _decode_int(inner):
+    if not isinstance(inner, str) or not _HEX_INT.fullmatch(inner):
+        raise ValueError(f"$int needs a hex string like \"0x1f\", not {inner!r:.40}")
+    return int(inner, 16)
 
 
 def decode(value, context=None):
@@ -66,6 +87,8 @@ def decode(value, context=None):
             (tag, inner), = value.items()
             if tag == "$bytes":
                 return base64.b64decode(inner, validate=True)
+            if tag == "$int":
+                return _decode_int(inner)
             if tag == "$tuple":
                 return tuple(_decode_at(v, context, f"{where}[{i}]") for i, v in enumerate(inner))
             if tag == "$dict":
@@ -302,12 +325,7 @@ def import_json(db, stream, steps=(), progress=True, context=None):
         context = import_context(getattr(stream, "name", None)
                                  if isinstance(getattr(stream, "name", None), str)
                                  and os.path.isfile(stream.name) else None)
-    try:
-        document = decode(json.load(stream), context)
-    except json.JSONDecodeError as exc:
-        raise Error(f"the input is not valid JSON: {exc}") from None
-    except (ValueError, TypeError) as exc:
-        raise Error(f"a tagged value ($bytes, $tuple, $dict...) is malformed: {exc}") from None
+    document = decode_document(_load_json(stream), context)
     if not steps:
         if not isinstance(document, dict):
             raise Error("importing at the root needs a JSON object (a dict of keys)")
@@ -320,6 +338,32 @@ def import_json(db, stream, steps=(), progress=True, context=None):
     with db.transaction() as t:
         _path(t, steps[:-1])[steps[-1]] = document
     return len(document) if isinstance(document, (dict, list, tuple, str, bytes)) else 1
+
+
+def _load_json(stream):
+    """``json.load`` with errors that say what is wrong with the input."""
+    try:
+        return json.load(stream)
+    except json.JSONDecodeError as exc:
+        raise Error(f"the input is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise Error(f"the input nests arrays/objects deeper than zpydb stores "
+                    f"({MAX_DEPTH} levels); nothing was imported") from None
+    except ValueError as exc:  # an integer literal past sys.get_int_max_str_digits()
+        raise Error(f"the input holds a number JSON cannot read here ({exc}); write it "
+                    f'as {{"$int": "0x..."}} (zpydb export does); nothing was imported') from None
+
+
+def decode_document(document, context):
+    """:func:`decode` with errors that name the input's problem; nothing stored yet."""
+    try:
+        return decode(document, context)
+    except RecursionError:
+        raise Error(f"the input nests arrays/objects deeper than zpydb stores "
+                    f"({MAX_DEPTH} levels); nothing was imported") from None
+    except (ValueError, TypeError) as exc:
+        raise Error(f"a tagged value ($bytes, $int, $tuple, $dict...) is malformed: "
+                    f"{exc}") from None
 
 
 def _path(root, steps):

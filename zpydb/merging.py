@@ -33,7 +33,7 @@ from persistent.list import PersistentList
 from ZODB.ConflictResolution import PersistentReference
 from ZODB.POSException import ConflictError
 
-__all__ = ["Counter", "AppendList", "is_counter", "same_items"]
+__all__ = ["Counter", "AppendList", "is_counter", "retire", "same_items"]
 
 
 class Counter(Persistent):
@@ -98,6 +98,20 @@ class AppendList(PersistentList):
         if self.capacity is not None and len(merged) > self.capacity:
             raise ConflictError("the merged appends do not fit in one chunk")
         return {"data": merged}
+
+
+def retire(lst):
+    """Empty a list record that a BigList replaced, and mark it so it never merges.
+
+    A client that appended to the old record concurrently (it began before the
+    promotion committed) would otherwise have its append merged into a record
+    nothing points to any more: lost.  The retired state differs from every
+    state an append starts from, so the append conflicts and is retried
+    against the BigList (and the old record stops holding a copy of the items).
+    """
+    del lst[:]
+    if isinstance(lst, AppendList):
+        lst.retired = True  # a state key besides "data": _p_resolveConflict refuses
 
 
 def same_items(left, right):

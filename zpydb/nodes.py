@@ -355,7 +355,7 @@ class _ShortRepr(reprlib.Repr):
         self.maxstring = self.maxother = 120
 
     def repr_int(self, x, level):
-        return _int_text(x)
+        return int_text(x)
 
 
 _SHORT_REPR = _ShortRepr()
@@ -378,7 +378,7 @@ def short_repr(value, limit=120):
         else:
             text = repr(value) if kind in SCALARS else _base_repr(value)
     except Exception:
-        text = _int_text(value) if isinstance(value, int) else f"<{kind.__name__} object>"
+        text = int_text(value) if isinstance(value, int) else f"<{kind.__name__} object>"
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
@@ -390,7 +390,8 @@ def _base_repr(value):
     return repr(value)
 
 
-def _int_text(value):
+def int_text(value):
+    """``repr`` of an int, or its size when it has too many digits for ``repr``."""
     try:
         return int.__repr__(value)
     except ValueError:  # more digits than sys.get_int_max_str_digits()

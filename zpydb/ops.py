@@ -585,3 +585,4 @@ def _promote_if_big(root, steps, node):
             return
         parent = traverse(root, steps[:-1])
         parent[steps[-1]] = BigList(node)
+        merging.retire(node)  # a concurrent append to it conflicts instead of vanishing

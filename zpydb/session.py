@@ -16,6 +16,7 @@ connections keep their object caches warm between statements).
 
 import functools
 import getpass
+import itertools
 import logging
 import random
 import threading
@@ -33,6 +34,7 @@ from .storage import SERVER_BEHIND_MESSAGE, OpenDatabase, server_behind_cache
 
 DATA_KEY = "zpydb"  # the OOBTree under ZODB's root PersistentMapping that holds db's keys
 NOTE_LIMIT = 300
+LOOKUP_TRIES = 20  # outcome lookups after a broken commit, within wait_timeout
 
 # ZODB, ZEO and transaction log what zpydb turns into its own errors ("Failure
 # in _finish", "MultipleUndoErrors from server"...).  A library adds a
@@ -47,8 +49,20 @@ try:  # RelStorage: a lock it could not take in time is worth another attempt
 except ImportError:  # pragma: no cover - RelStorage is an optional extra
     LOCK_ERRORS = ()
 
+try:  # RelStorage on psycopg2: the database server's connection broke
+    import psycopg2
+    from relstorage.adapters.interfaces import ReplicaClosedException
+    DRIVER_DISCONNECTS = (psycopg2.OperationalError, psycopg2.InterfaceError,
+                          ReplicaClosedException)
+except ImportError:  # pragma: no cover - RelStorage is an optional extra
+    DRIVER_DISCONNECTS = ()
+
+#: The connection to the server broke: the statement may be run again once
+#: the outcome of its commit is known (ZEO's, or PostgreSQL's through RelStorage).
+DISCONNECTS = (ClientDisconnected,) + DRIVER_DISCONNECTS
+
 #: Failures during a commit after which zpydb looks up the outcome (outcome.py).
-COMMIT_FAILURES = (ClientDisconnected, ServerException, OSError)
+COMMIT_FAILURES = DISCONNECTS + (ServerException, OSError)
 
 
 @functools.lru_cache(maxsize=None)
@@ -73,7 +87,7 @@ class _ZpydbTransactionManager(transaction.TransactionManager):
     deadline = None  # time.monotonic() after which nothing is retried
 
     def _retryable(self, error_type, error):
-        if issubclass(error_type, ClientDisconnected):
+        if issubclass(error_type, DISCONNECTS):
             return False
         transient = super()._retryable(error_type, error) or issubclass(error_type, LOCK_ERRORS)
         return transient and self.deadline is not None and time.monotonic() < self.deadline
@@ -102,9 +116,14 @@ class RetryBudget:
         self.attempts = 0
 
     def next_attempt(self):
-        """Count an attempt; sleep a full-jitter back-off before every retry."""
+        """Count an attempt; sleep a full-jitter back-off before every retry.
+
+        Between attempts nothing is half done: a held Ctrl-C stops here.
+        """
+        interrupts.checkpoint()
         if self.attempts:
             back_off(self.attempts, self.deadline)
+            interrupts.checkpoint()
         self.attempts += 1
 
     def left(self):
@@ -137,13 +156,17 @@ class Recovery:
 
     @staticmethod
     def handles(exc, tm):
-        return isinstance(exc, ClientDisconnected) or tm.failed_commit is exc
+        return isinstance(exc, DISCONNECTS) or getattr(tm, "failed_commit", None) is exc
 
     def committed(self, exc, tm, txid, started):
-        """True: it committed.  False: run it again.  Raises: give up, outcome known."""
-        if tm.failed_commit is exc and self.session.find_outcome(txid, started, exc):
+        """True: it committed.  False: run it again.  Raises: give up, outcome known.
+
+        ``tm`` is None when the failure came before anything ran (at begin).
+        """
+        failed_commit = getattr(tm, "failed_commit", None) is exc
+        if failed_commit and self.session.find_outcome(txid, started, exc):
             return True
-        if isinstance(exc, ClientDisconnected) and self._may_wait_for_server():
+        if isinstance(exc, DISCONNECTS) and self._may_wait_for_server():
             return False
         session = self.session
         raise translate(exc, session.name, session.db.storage, self.budget) from None
@@ -227,11 +250,12 @@ class Session:
         storage = conn.db().storage
         self.check_server(storage)
         try:  # not translate_errors(): this is the hot path of every read
-            tm.begin()
-            try:
-                return func(data_root(conn), conn)
-            finally:
-                tm.abort()
+            with interrupts.deferred():  # a Ctrl-C lands after the read (interrupts.py)
+                tm.begin()
+                try:
+                    return func(data_root(conn), conn)
+                finally:
+                    tm.abort()
         except TRANSLATED as exc:
             raise translate(exc, self.name, storage) from None
 
@@ -251,7 +275,7 @@ class Session:
         txid, started = outcome.new_txid(), time.time()
         result = _Result()
         recovery = Recovery(self, budget)
-        with translate_errors(self.name, self.db.storage, budget):
+        with translate_errors(self.name, self.db.storage, budget), interrupts.deferred():
             while True:
                 tm, conn = self.connection()
                 try:
@@ -272,6 +296,7 @@ class Session:
                 describe_transaction(txn, note)
                 outcome.mark(txn, txid)
                 result.value = func(data_root(conn), conn)
+                interrupts.checkpoint()  # a Ctrl-C so far: abort rather than commit
         return result.value
 
     def find_outcome(self, txid, started, exc):
@@ -281,8 +306,9 @@ class Session:
         the outcome is unknown, and the error says so.
         """
         try:
-            return outcome.committed(self.db, txid, started)
-        except (ClientDisconnected, outcome.Unknown, POS.POSError, OSError, ValueError) as lookup:
+            with interrupts.deferred():
+                return self._look_up(txid, started)
+        except DISCONNECTS + (outcome.Unknown, POS.POSError, OSError, ValueError) as lookup:
             error = errors.DisconnectedError(
                 f"{self.name}: the commit failed ({_describe_failure(exc)}) and whether it "
                 f"was applied is UNKNOWN: the transaction log could not be read afterwards "
@@ -290,6 +316,22 @@ class Session:
                 f"answers before repeating the change")
             error.applied = None
             raise error from None
+
+    def _look_up(self, txid, started):
+        """outcome.committed, asked again while the server may be restarting.
+
+        A server killed again during the lookup breaks it at once; the client
+        reconnects by itself, so the lookup is retried until ``wait_timeout``
+        (at least 1 s) has passed (each call itself waits for the connection).
+        """
+        give_up = time.monotonic() + max(1.0, self.options.wait_timeout)
+        for number in itertools.count(1):
+            try:
+                return outcome.committed(self.db, txid, started)
+            except DISCONNECTS:
+                if time.monotonic() >= give_up or number >= LOOKUP_TRIES:
+                    raise
+                back_off(number + 4, give_up)  # 16 ms, 32 ms, ... (capped at 0.5 s)
 
     def _drop_connection(self):
         """Forget this thread's primary connection after a failed commit.
@@ -387,7 +429,7 @@ def describe_transaction(txn, note, kind="write", **extension):
 
 
 #: The ZODB/ZEO exceptions :func:`translate` turns into zpydb errors.
-TRANSLATED = (ClientDisconnected, POS.ReadOnlyError, POS.ConflictError, POS.UndoError,
+TRANSLATED = DISCONNECTS + (POS.ReadOnlyError, POS.ConflictError, POS.UndoError,
               POS.Unsupported, ServerException) + LOCK_ERRORS
 
 
@@ -405,12 +447,17 @@ def translate_errors(name, storage=None, budget=None):
 
 def translate(exc, name, storage=None, budget=None):
     """The zpydb error for one of the TRANSLATED exceptions."""
+    if isinstance(exc, DRIVER_DISCONNECTS):
+        return _applied(errors.DisconnectedError(
+            f"the connection of {name} to its database server broke "
+            f"({_describe_failure(exc)}); nothing was applied"), False)
     if isinstance(exc, ClientDisconnected):
         if server_behind_cache(storage):
             return errors.DisconnectedError(f"{name}: {SERVER_BEHIND_MESSAGE}")
         return _applied(errors.DisconnectedError(
-            f"the server of {name} did not answer in time ({_describe_failure(exc)}); nothing "
-            f"was applied; the client reconnects by itself when the server is back"), False)
+            f"the server of {name} is not reachable: the connection was lost or not made "
+            f"within wait_timeout ({_describe_failure(exc)}); nothing was applied; the client "
+            f"reconnects by itself when the server is back"), False)
     if isinstance(exc, POS.ReadOnlyError):
         return errors.ReadOnlyError(
             f"{name} is read-only (a read-only server or replica); send writes to the "

@@ -25,6 +25,7 @@ import pprint
 import re
 import sys
 
+from . import nodes
 from .paths import Path
 
 PROMPT = "> "
@@ -58,7 +59,7 @@ class Shell(code.InteractiveConsole):
                 self.out.write("None\n")
                 return
         self.locals["_"] = value
-        text = pprint.pformat(value, sort_dicts=False, width=100)
+        text = _Printer(sort_dicts=False, width=100).pformat(value)
         self.out.write(shorten(text) + "\n")
         self.out.flush()
 
@@ -235,3 +236,16 @@ def run_shell(db, command=None, stdin=None):
         return 0
     return shell.run_script(stdin.read(), "<stdin>")
 
+
+
+class _Printer(pprint.PrettyPrinter):
+    """pprint that shows an int too long for ``str()`` (past 4300 digits) by its size
+    instead of raising ValueError (``hex(_)`` or ``_.bit_length()`` still work on it),
+    and the value of a path held in a displayed dict or list."""
+
+    def format(self, obj, context, maxlevels, level):
+        if isinstance(obj, Path):  # a path inside a displayed dict/list: its value
+            obj = obj._run()
+        if isinstance(obj, int) and not isinstance(obj, bool):
+            return nodes.int_text(obj), True, False
+        return super().format(obj, context, maxlevels, level)

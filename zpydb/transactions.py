@@ -23,12 +23,12 @@ to bound memory.
 import threading
 import time
 import weakref
+from contextlib import nullcontext
 
-from ZEO.Exceptions import ClientDisconnected
 from ZODB.utils import z64
 
-from . import errors, outcome
-from .session import (COMMIT_FAILURES, Recovery, RetryBudget, _Result, data_root,
+from . import errors, interrupts, outcome
+from .session import (COMMIT_FAILURES, DISCONNECTS, Recovery, RetryBudget, _Result, data_root,
                       describe_transaction, translate, translate_errors)
 
 
@@ -75,6 +75,7 @@ class Autocommit:
 
     def unlock(self):
         block = self.lock_block
+        self.session._check_open()  # "the database ... is closed" says more than the below
         if block is None:
             raise errors.Error("db.unlock() without db.lock()")
         self._locks.block = None
@@ -94,17 +95,29 @@ def open_blocks(session):
 class Block:
     """One open transaction on a private connection; statements join it."""
 
-    def __init__(self, session):
+    def __init__(self, session, raw_errors=False):
+        """``raw_errors``: let ZODB/ZEO exceptions through untranslated, for
+        ``atomic``, whose recovery must tell a disconnect (re-run the block)
+        from the rest; a block the user drives gets zpydb errors at once."""
         self.session = session
-        self.tm, self.conn = session.open_private()
+        self.raw_errors = raw_errors
         self.notes = []
         self.done = False
         self.read_set = {}  # oid -> serial when the block first read it
         self._writes = 0
         self.txid, self.started = outcome.new_txid(), time.time()
-        with translate_errors(session.name):
-            self.tm.begin()
+        with interrupts.deferred():  # Ctrl-C between statements, never inside one
+            self.tm, self.conn = session.open_private()
+            try:
+                with self._translated():
+                    self.tm.begin()
+            except BaseException:
+                self.conn.close()
+                raise
         _open.__dict__.setdefault("blocks", weakref.WeakSet()).add(self)  # for open_blocks()
+
+    def _translated(self):
+        return nullcontext() if self.raw_errors else translate_errors(self.session.name)
 
     def _guard(self):
         txn = self.tm.get()
@@ -129,12 +142,14 @@ class Block:
 
     def read(self, func):
         self._check()
-        with translate_errors(self.session.name):
+        with interrupts.deferred(), self._translated():
             return func(data_root(self.conn), self._visit)
 
     def write(self, func, note):
+        """One statement of the block: a Ctrl-C during it lands after it (the
+        block is then aborted as a whole by whoever catches the interrupt)."""
         self._check()
-        with translate_errors(self.session.name):
+        with interrupts.deferred(), self._translated():
             result = func(data_root(self.conn), self._visit)
         self.notes.append(note)
         self._writes += 1
@@ -146,22 +161,24 @@ class Block:
         """Commit the block once; if the commit broke off, find out whether it happened."""
         self._check()
         self.done = True
-        try:
-            self.describe()
-            with translate_errors(self.session.name):
-                self.commit_once()
-        except BaseException:
-            self.tm.abort()
-            raise
-        finally:
-            self.conn.close()
+        with interrupts.deferred():
+            try:
+                interrupts.checkpoint()  # a Ctrl-C so far: abort rather than commit
+                self.describe()
+                with translate_errors(self.session.name):
+                    self.commit_once()
+            except BaseException:
+                self.tm.abort()
+                raise
+            finally:
+                self.conn.close()
 
     def commit_once(self):
         """``tm.commit()``, exactly once: a broken commit is looked up in the log."""
         try:
             self.tm.commit()
         except COMMIT_FAILURES as exc:
-            if not (isinstance(exc, ClientDisconnected) or self.tm.failed_commit is exc):
+            if not (isinstance(exc, DISCONNECTS) or self.tm.failed_commit is exc):
                 raise
             self.tm.abort()
             if self.session.find_outcome(self.txid, self.started, exc):
@@ -181,15 +198,14 @@ class Block:
 
     def close(self):
         self.done = True
-        self.tm.abort()
-        self.conn.close()
+        with interrupts.deferred():
+            self.tm.abort()
+            self.conn.close()
 
     def abort(self):
         if self.done:
             return
-        self.done = True
-        self.tm.abort()
-        self.conn.close()
+        self.close()
 
     def _check(self):
         if self.done:
@@ -275,17 +291,23 @@ def atomic(session, make_root, func, tries=None):
     recovery = Recovery(session, budget)
     with translate_errors(session.name, session.db.storage, budget):
         while True:
-            block = Block(session)
+            block = None
             try:
+                block = Block(session, raw_errors=True)
                 return _atomic_attempts(block, make_root, func, budget, result)
             except COMMIT_FAILURES as exc:
-                if not recovery.handles(exc, block.tm):
+                tm = block.tm if block is not None else None
+                if not recovery.handles(exc, tm):
                     raise
+                if block is None:  # the connection broke at begin: nothing ran
+                    recovery.committed(exc, None, None, None)
+                    continue
                 block.tm.abort()
                 if recovery.committed(exc, block.tm, block.txid, block.started):
                     return result.value
             finally:
-                block.close()
+                if block is not None:
+                    block.close()
 
 
 def _atomic_attempts(block, make_root, func, budget, result):

@@ -33,7 +33,7 @@ import datetime
 from ZODB.POSException import POSKeyError
 from ZODB.POSException import UndoError as POSUndoError
 
-from . import errors, nodes
+from . import errors, interrupts, nodes
 from .session import DATA_KEY, describe_transaction, translate_errors
 from .transactions import open_blocks
 
@@ -45,15 +45,19 @@ MAX_WALK = 1_000_000
 def undo(session):
     """Undo the newest change still in effect; UndoError when there is none."""
     _refuse_inside_block(session, "undo")
-    target = _find(session, _undo_target, "nothing to undo")
-    _apply(session, target, "undo")
+    with interrupts.deferred():  # Ctrl-C between statements, never inside one
+        target = _find(session, _undo_target, "nothing to undo")
+        interrupts.checkpoint()
+        _apply(session, target, "undo")
 
 
 def redo(session):
     """Re-apply the most recently undone change; UndoError when there is none."""
     _refuse_inside_block(session, "redo")
-    target = _find(session, _redo_target, "nothing to redo")
-    _apply(session, target, "redo")
+    with interrupts.deferred():
+        target = _find(session, _redo_target, "nothing to redo")
+        interrupts.checkpoint()
+        _apply(session, target, "redo")
 
 
 def history(session, n=10):
@@ -66,11 +70,12 @@ def history(session, n=10):
         return []
     _require_undo(session)
     changes = []
-    for entry in _entries(session):
-        if entry.get(DATA_KEY) in ("write", "undo", "redo"):
-            changes.append(_describe(entry))
-            if len(changes) >= n:
-                break
+    with interrupts.deferred():
+        for entry in _entries(session):
+            if entry.get(DATA_KEY) in ("write", "undo", "redo"):
+                changes.append(_describe(entry))
+                if len(changes) >= n:
+                    break
     return changes
 
 
