@@ -43,7 +43,8 @@ SHARED_BACKENDS = [b for b in ("zeo", "postgres")
 OPS = {2: 100, 8: 20, 16: 10}
 BLOCK_OPS = {2: 30, 8: 8, 16: 5}
 
-WRITERS = [2, 8, pytest.param(16, marks=pytest.mark.sixteen)]  # marker: setup.cfg
+SIXTEEN = pytest.mark.sixteen  # registered in setup.cfg
+WRITERS = [2, 8, pytest.param(16, marks=SIXTEEN)]
 
 #: items in the list before the appends: none; 1,015 (the writers push it past the
 #: BigList threshold of 1,024); 1,530 (a BigList whose third 512-item chunk is full
