@@ -13,6 +13,7 @@ except under CI (``CI`` set), where that is a failure.
 """
 
 import os
+import signal
 import sys
 import uuid
 from pathlib import Path
@@ -22,6 +23,14 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+
+# A shell that starts a command in the background (`make test &`, CI runners) starts
+# it with SIGINT ignored, and Python then installs no KeyboardInterrupt handler, in
+# this process and in every child: the Ctrl-C tests would send SIGINTs into the void.
+# Users run zpydb with the default handler; so do the tests (children inherit it:
+# a handled signal is reset to the default on exec, and Python installs its own).
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 import zpydb  # noqa: E402
 from tests.pg import PostgresCluster, find_pg_bin  # noqa: E402
