@@ -186,3 +186,61 @@ def test_hostile_imports_are_refused_with_a_message_and_store_nothing(tmp_path, 
     assert says in out.stderr and "Traceback" not in out.stderr, out.stderr
     with zpydb.connect(target) as db:
         assert sorted(db.keys()) == ["kept"]
+
+
+# -- found by the adversarial run: tags, encodings, strict JSON on the way in --------
+
+@pytest.mark.parametrize("value", [
+    {"$tuple": [1, 2]},
+    {"$bytes": "aGk="},
+    {"$int": "0x10"},
+    {"$dict": [[1, 2]]},
+    {"$file": {"name": "x", "path": "/etc/passwd"}},
+    {"$anything": 1},
+], ids=["tuple", "bytes", "int", "dict", "file", "other"])
+def test_export_import_round_trip_keeps_dicts_whose_key_looks_like_a_tag(tmp_path, value):
+    """export.encode writes a user's dict {"$bytes": "aGk="} unescaped, and decode reads
+    it back as the tagged type: a backup by export/import silently changes the data
+    (the dict becomes bytes / a tuple / an int / a dict with int keys)."""
+    import io
+    from zpydb import export
+    with zpydb.connect(str(tmp_path / "a.fs")) as src, zpydb.connect(str(tmp_path / "b.fs")) as dst:
+        src["d"] = value
+        buf = io.StringIO()
+        export.export_json(src, stream=buf, progress=False)
+        export.import_json(dst, io.StringIO(buf.getvalue()), progress=False)
+        assert dst["d"]._run() == value, f"round trip changed {value!r} into {dst['d']._run()!r}"
+
+
+def _run_cli(cwd, *args):
+    return zpydb_cmd(*args, cwd=cwd)
+
+
+def test_import_of_utf16_json_says_what_is_wrong(tmp_path):
+    """A UTF-16 file fails with UnicodeDecodeError, a ValueError, which _load_json reports
+    as 'the input holds a number JSON cannot read here ... write it as {"$int": ...}'."""
+    (tmp_path / "u16.json").write_bytes('{"a": 1}'.encode("utf-16"))
+    result = _run_cli(tmp_path, "import", "u16.json", "x.fs")
+    assert result.returncode != 0
+    assert "not UTF-8" in result.stderr and "$int" not in result.stderr, result.stderr
+    assert not (tmp_path / "x.fs").exists()                 # nothing created
+
+
+def test_import_accepts_a_utf8_byte_order_mark(tmp_path):
+    (tmp_path / "bom.json").write_bytes('{"a": [1, "é"]}'.encode("utf-8-sig"))
+    result = _run_cli(tmp_path, "import", "bom.json", "x.fs")
+    assert result.returncode == 0, result.stderr
+    with zpydb.connect(str(tmp_path / "x.fs")) as db:
+        assert db["a"]._run() == [1, "é"]
+
+
+def test_import_refuses_what_export_refuses(tmp_path):
+    """Import accepts the non-JSON tokens NaN/Infinity and 1e400 (-> inf); export then
+    refuses the very database ('JSON has no NaN or Infinity'): a strict-JSON tool
+    should refuse them on the way in too (nothing imported)."""
+    for number, text in enumerate(['{"a": 1e400}', '{"b": [NaN]}', '{"c": -Infinity}']):
+        (tmp_path / f"{number}.json").write_text(text)
+        result = _run_cli(tmp_path, "import", f"{number}.json", "x.fs")
+        assert result.returncode != 0, f"imported {text}: {result.stdout} {result.stderr}"
+        assert "not strict JSON" in result.stderr, result.stderr
+        assert not (tmp_path / "x.fs").exists()

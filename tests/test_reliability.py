@@ -147,6 +147,65 @@ def test_ctrl_c_during_a_read_does_not_hang_the_next_write(tmp_path):
     assert out.stdout.strip().endswith("closed"), out.stdout + out.stderr[-3000:]
 
 
+_STALLED_COMMIT_CHILD = r"""
+import sys, zpydb
+db = zpydb.connect(sys.argv[1], wait_timeout=5)
+db['x'] = 0
+print("ready", flush=True)
+sys.stdin.readline()
+try:
+    db['x'] = 1
+    print("returned", flush=True)
+except zpydb.CommitInterrupted as exc:
+    print("CommitInterrupted", exc.applied, flush=True)
+except KeyboardInterrupt:
+    print("KeyboardInterrupt", flush=True)
+"""
+
+
+def test_ctrl_c_breaks_a_commit_stalled_on_a_silent_server(zeo):
+    """The server stops answering in the middle of a commit (the proxy black-holes the
+    vote: a paused server, a network black hole; ZEO waits without a timeout).  The
+    first Ctrl-C is held (a commit is never cut by one Ctrl-C); pressing again breaks
+    out with CommitInterrupted (applied unknown), at most three presses (the abort
+    that follows waits on the same silent server), never a hang."""
+    proxy = DropProxy(zeo.address).start()
+    child = subprocess.Popen([sys.executable, "-c", _STALLED_COMMIT_CHILD, proxy.url],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True, env=child_env())
+    presses = 0
+    try:
+        assert child.stdout.readline().strip() == "ready"
+        proxy.arm("stall")
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        wait_until(lambda: proxy.fired == ["stall"], 30, "the vote never reached the proxy")
+        time.sleep(0.3)
+        child.send_signal(signal.SIGINT)
+        presses += 1
+        with pytest.raises(subprocess.TimeoutExpired):    # held: the commit still waits
+            child.wait(1.0)
+        while presses < 3 and child.poll() is None:
+            child.send_signal(signal.SIGINT)
+            presses += 1
+            try:
+                child.wait(5.0)
+            except subprocess.TimeoutExpired:
+                pass
+        assert child.poll() is not None, f"still hung after {presses} Ctrl-Cs"
+        out = child.stdout.read()
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait(10)
+        proxy.close()
+    record("Ctrl-C in a commit stalled on a silent server", trials=1, presses=presses,
+           ok="CommitInterrupted None" in out)
+    assert "CommitInterrupted None" in out, out
+    with zpydb.connect(zeo.url, wait_timeout=10) as db:
+        assert db["x"]._run() == 0                   # the vote never reached the server
+
+
 @pytest.mark.parametrize("backend", ["file", "zeo"])
 def test_sigterm_handler_inside_the_commit_keeps_the_session(tmp_path, backend):
     """SIGTERM turned into an exception by the application's handler, delivered in the

@@ -207,3 +207,28 @@ def test_persistent_client_cache_file(zeo_server, tmp_path):
     assert list(cache.glob("*.zec"))             # the cache survives the client
     with zpydb.connect(zeo_server.url, cache_dir=str(cache)) as db:
         assert db["x"][5]._run() == 5
+
+
+def test_connect_when_the_server_drops_the_connection_raises_a_zpydb_error(zeo_server):
+    """Found by SIGKILLing runzeo while clients connected: zpydb.connect() raised a raw
+    ZEO.Exceptions.ClientDisconnected ('Connection reset by peer') out of ZODB.DB()
+    (its first transaction's server_sync ping), from storage._open, untranslated.
+    Here a proxy cuts the connection at that ping, deterministically."""
+    from tests.reliability.proxy import DropProxy
+    with zpydb.connect(zeo_server.url, wait_timeout=10) as db:
+        db["x"] = 1  # the root exists: connect() itself writes nothing
+    proxy = DropProxy(zeo_server.address).start()
+    try:
+        proxy.arm("next", marker=b"ping")
+        try:
+            db = zpydb.connect(proxy.url, wait_timeout=5)
+        except zpydb.Error:
+            return  # a zpydb error (DisconnectedError) is the promise
+        except Exception as exc:
+            pytest.fail(f"connect() raised a raw {type(exc).__module__}.{type(exc).__name__}: "
+                        f"{exc}")
+        db.close()
+        assert not proxy.fired, "the cut fired but connect() returned normally"
+        pytest.skip("the proxy never saw a ping during connect()")
+    finally:
+        proxy.close()

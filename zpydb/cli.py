@@ -310,7 +310,7 @@ def _import(args):
                 count = export.import_json(db, sys.stdin, steps,
                                            progress=not args.no_progress, context=context)
             else:
-                with open(args.file) as stream:
+                with open(args.file, encoding="utf-8-sig") as stream:  # a BOM is allowed
                     count = export.import_json(db, stream, steps,
                                                progress=not args.no_progress, context=context)
     except BaseException:

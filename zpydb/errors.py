@@ -27,6 +27,10 @@ The tree::
     ├── UnsafeClassError          a record names a class zpydb never stores (not loaded)
     ├── DatabaseLockedError       an embedded Data.fs is in use by another process
     └── URLError (ValueError)     a URL zpydb cannot open
+
+    KeyboardInterrupt
+    └── CommitInterrupted         a second Ctrl-C broke into a commit that waited for
+                                  an unresponsive server: applied is unknown (.applied None)
 """
 
 from transaction.interfaces import TransientError
@@ -152,3 +156,15 @@ class URLError(Error, ValueError):
     def __init__(self, url, message):
         self.url = url
         super().__init__(f"{url!r}: {message}")
+
+
+class CommitInterrupted(KeyboardInterrupt):
+    """Ctrl-C, pressed again while a commit waited for a server that stopped answering.
+
+    The first Ctrl-C during a commit is held until the commit ends (so that it
+    is applied whole or not at all); a second one while the commit still waits
+    for the server breaks out.  Whether the change was applied is then unknown
+    (``applied`` is None): look at ``db.history()`` once the server answers.
+    """
+
+    applied = None

@@ -47,7 +47,7 @@ def encode(value, context=None):
     """A plain value -> a JSON-ready value, tagging what JSON cannot express."""
     context = {} if context is None else context
     if isinstance(value, dict):
-        if all(isinstance(k, str) for k in value):
+        if all(isinstance(k, str) for k in value) and not _looks_tagged(value):
             return {k: encode(v, context) for k, v in value.items()}
         return {"$dict": [[encode(k, context), encode(v, context)] for k, v in value.items()]}
     if isinstance(value, list):
@@ -62,6 +62,12 @@ def encode(value, context=None):
         if isinstance(value, value_type):
             return encoder(value, context)
     return value
+
+
+def _looks_tagged(mapping):
+    """A user's own one-key dict ``{"$bytes": ...}`` would import as the tagged type;
+    it is written as ``{"$dict": [["$bytes", ...]]}`` instead (any ``$`` key)."""
+    return len(mapping) == 1 and next(iter(mapping)).startswith("$")
 
 
 def _too_long_for_decimal(number):
@@ -343,15 +349,36 @@ def import_json(db, stream, steps=(), progress=True, context=None):
 def _load_json(stream):
     """``json.load`` with errors that say what is wrong with the input."""
     try:
-        return json.load(stream)
+        return json.load(stream, parse_constant=_refuse_constant, parse_float=_finite_float)
     except json.JSONDecodeError as exc:
         raise Error(f"the input is not valid JSON: {exc}") from None
+    except UnicodeError as exc:
+        raise Error(f"the input is not UTF-8 text ({exc}); JSON files are UTF-8 (convert "
+                    f"it, e.g. with iconv -f UTF-16 -t UTF-8); nothing was imported") from None
+    except _NotStrictJSON as exc:
+        raise Error(f"the input is not strict JSON: {exc}; nothing was imported") from None
     except RecursionError:
         raise Error(f"the input nests arrays/objects deeper than zpydb stores "
                     f"({MAX_DEPTH} levels); nothing was imported") from None
     except ValueError as exc:  # an integer literal past sys.get_int_max_str_digits()
         raise Error(f"the input holds a number JSON cannot read here ({exc}); write it "
                     f'as {{"$int": "0x..."}} (zpydb export does); nothing was imported') from None
+
+
+class _NotStrictJSON(Exception):
+    pass
+
+
+def _refuse_constant(name):
+    """``NaN``/``Infinity`` are not JSON (Python's json reads them by default)."""
+    raise _NotStrictJSON(f"{name} is not a JSON value (export refuses it too)")
+
+
+def _finite_float(text):
+    number = float(text)
+    if number in (float("inf"), float("-inf")):
+        raise _NotStrictJSON(f"the number {text[:40]} is too large for a float")
+    return number
 
 
 def decode_document(document, context):

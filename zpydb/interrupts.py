@@ -19,41 +19,75 @@ which delivers a held Ctrl-C at once -- the statement is aborted as a whole and
 nothing of it is applied.  A Ctrl-C that arrives during the commit waits the few
 milliseconds the commit takes: the statement is applied as a whole.
 
+A statement can also wait for a ZEO server that stopped answering (paused, a
+network black hole): ZEO waits for a connected server's reply without a timeout.
+A Ctrl-C that finds the statement waiting there is raised at once (as it always
+was: the wait is an abortable point, the statement aborts).  During a commit the
+second Ctrl-C breaks the wait, and every further one the next wait (the abort
+that follows asks the same silent server); the statement then ends with
+:class:`~zpydb.errors.CommitInterrupted`: whether it was applied is unknown.
+
 Signal handlers can only be changed in the main thread; other threads never
-receive signals in Python, so they need nothing.
+receive signals in Python, so they need nothing.  Swapping the handlers cannot
+be cut half way either (a signal in the middle could leave a handler that
+records signals forever): each swap is retried until it holds.
 """
 
+import os
 import signal
 import threading
 from contextlib import contextmanager
 
+from .errors import CommitInterrupted
+
 #: Signals held while a statement runs, when their handler is a Python callable.
 HELD = (signal.SIGINT, signal.SIGTERM)
+
+#: Source files whose frames mean "the main thread waits for the ZEO server".
+_SERVER_WAITS = (os.path.join("ZEO", "asyncio", "client.py"),
+                 os.path.join("ZEO", "asyncio", "futures.py"))
 
 _holds = []  # the main thread's nested holds, outermost first
 
 
 class _Hold:
-    def __init__(self):
-        self.pending = []   # (signum, frame) received while held
-        self.previous = {}  # signum -> handler installed before this hold
+    def __init__(self, commit):
+        self.commit = commit  # True: a two-phase commit runs (hold on to the first Ctrl-C)
+        self.pending = []     # (signum, frame) received while held
+        self.previous = {}    # signum -> handler installed before this hold
+        self.broken = False   # a Ctrl-C broke into this commit's wait already
+
+    def record(self, signum, frame):
+        """The handler while held: remember the signal; raise now only while waiting."""
+        self.pending.append((signum, frame))
+        if not _waiting_for_server(frame):
+            return
+        if self.commit and not self.broken and len(self.pending) < 2:
+            return  # the first Ctrl-C of a commit waits for the commit
+        self.broken = self.commit
+        _deliver_all_now(broke_commit=self.commit)
 
 
 @contextmanager
-def deferred():
-    """Hold SIGINT/SIGTERM for the duration of the block, then deliver them."""
+def deferred(commit=False):
+    """Hold SIGINT/SIGTERM for the duration of the block, then deliver them.
+
+    ``commit``: the block is a two-phase commit; a wait on the server inside it
+    gives way to the second signal, not the first.
+    """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    hold = _Hold()
-    _install(hold)
-    _holds.append(hold)
+    hold = _Hold(commit)
     try:
+        _install(hold)
+        _holds.append(hold)
         yield
     finally:
-        _holds.remove(hold)
+        if hold in _holds:
+            _holds.remove(hold)
         _restore(hold.previous)
-        _deliver(hold)
+        _deliver(hold.pending, hold.previous)
 
 
 def checkpoint():
@@ -63,18 +97,30 @@ def checkpoint():
     statement before its commit, not a commit half way); the signal goes to
     the handler installed before the outermost hold, which raises.
     """
-    if not _holds or threading.current_thread() is not threading.main_thread():
-        return
+    if _holds and threading.current_thread() is threading.main_thread():
+        _deliver_all_now()
+
+
+def _deliver_all_now(broke_commit=False):
     pending = [item for hold in _holds for item in hold.pending]
-    if not pending:
-        return
     for hold in _holds:
         del hold.pending[:]
+    if not pending:
+        return
     outermost = _holds[0].previous
-    for signum, frame in pending:
-        handler = outermost.get(signum)
-        if callable(handler):
-            handler(signum, frame)
+    if broke_commit and any(num == signal.SIGINT for num, _frame in pending):
+        raise CommitInterrupted("interrupted while the commit waited for the server: whether "
+                          "the change was applied is unknown; see db.history()")
+    _deliver(pending, outermost)
+
+
+def _waiting_for_server(frame):
+    """Is the interrupted frame (or a caller of it) ZEO's wait for a server reply?"""
+    while frame is not None:
+        if frame.f_code.co_filename.endswith(_SERVER_WAITS):
+            return True
+        frame = frame.f_back
+    return False
 
 
 def _install(hold):
@@ -83,17 +129,37 @@ def _install(hold):
         handler = signal.getsignal(signum)
         if callable(handler):  # SIG_DFL / SIG_IGN / None: nothing Python would raise
             hold.previous[signum] = handler
-            signal.signal(signum, lambda num, frame: hold.pending.append((num, frame)))
+            _swap(signum, hold.record)
 
 
 def _restore(previous):
+    """Put every handler back, even if a signal's handler raises in between."""
+    raised = None
     for signum, handler in previous.items():
-        signal.signal(signum, handler)
+        try:
+            _swap(signum, handler)
+        except BaseException as exc:  # the swap itself held; restore the others first
+            raised = raised or exc
+    if raised is not None:
+        raise raised
 
 
-def _deliver(hold):
-    pending, hold.pending = hold.pending, []
+def _swap(signum, handler):
+    """``signal.signal`` that holds even if a signal's handler raises around it."""
+    raised = None
+    for _ in range(100):
+        try:
+            signal.signal(signum, handler)
+            if signal.getsignal(signum) is handler:
+                break
+        except BaseException as exc:  # a handler that ran between two bytecodes
+            raised = raised or exc
+    if raised is not None:
+        raise raised
+
+
+def _deliver(pending, handlers):
     for signum, frame in pending:
-        handler = hold.previous.get(signum)
+        handler = handlers.get(signum)
         if callable(handler):
             handler(signum, frame)

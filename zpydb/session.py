@@ -96,7 +96,7 @@ class _ZpydbTransactionManager(transaction.TransactionManager):
 
     def commit(self):
         self.failed_commit = None
-        with interrupts.deferred():
+        with interrupts.deferred(commit=True):
             try:
                 return super().commit()
             except BaseException as exc:

@@ -289,6 +289,12 @@ def _open(url, options, cleanup):
     dbkw.setdefault("cache_size", options.connection_cache_size)
     try:
         db = ZODB.DB(storage, **safety.db_kwargs(dbkw))  # only zpydb's classes load
+    except ClientDisconnected as exc:  # ZODB.DB's first transaction pings the server
+        storage.close()
+        raise DisconnectedError(
+            f"the connection to the ZEO server of {describe(url)} was lost while opening "
+            f"the database ({exc}); nothing was changed; connect again when the server "
+            f"is back") from None
     except BaseException:
         storage.close()
         raise

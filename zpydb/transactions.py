@@ -106,14 +106,17 @@ class Block:
         self.read_set = {}  # oid -> serial when the block first read it
         self._writes = 0
         self.txid, self.started = outcome.new_txid(), time.time()
-        with interrupts.deferred():  # Ctrl-C between statements, never inside one
-            self.tm, self.conn = session.open_private()
-            try:
+        self.tm = self.conn = None
+        try:
+            with interrupts.deferred():  # Ctrl-C between statements, never inside one
+                self.tm, self.conn = session.open_private()
                 with self._translated():
                     self.tm.begin()
-            except BaseException:
+        except BaseException:  # an error, or the Ctrl-C delivered when the hold ends
+            if self.conn is not None:
+                self.tm.abort()
                 self.conn.close()
-                raise
+            raise
         _open.__dict__.setdefault("blocks", weakref.WeakSet()).add(self)  # for open_blocks()
 
     def _translated(self):

@@ -9,6 +9,8 @@ chosen moment of a commit (a lost reply, a lost request), once per ``arm()``.
   server aborts the transaction: nothing was applied.
 * ``arm("next")``   - do NOT forward the client's next message, whatever it is (the
   first contact of the next statement: ``server_sync``'s ping); cut both sides.
+* ``arm("stall", marker=b"vote")`` - from the marker on, forward nothing from the
+  client and cut nothing: a server that stopped answering (paused, a black hole).
 
 Other connections (reconnects) are forwarded untouched.  In front of PostgreSQL,
 ``arm("finish", marker=b"COMMIT")`` loses the reply to RelStorage's COMMIT.  Threads are daemons;
@@ -20,7 +22,7 @@ import threading
 
 from tests.servers import HOST
 
-MARKERS = {"finish": b"tpc_finish", "vote": b"vote", "next": b""}
+MARKERS = {"finish": b"tpc_finish", "vote": b"vote", "next": b"", "stall": b"vote"}
 
 
 class DropProxy:
@@ -112,6 +114,10 @@ class DropProxy:
                 if hit:
                     self.armed = None
                     self.matched = bytes(data[:2000])
+            if hit and trigger == "stall":
+                self.fired.append(trigger)
+                self._swallow(pair)
+                return
             if hit and trigger in ("vote", "next"):
                 self.fired.append(trigger)
                 self._cut(pair)             # the vote never reaches the server
@@ -124,6 +130,15 @@ class DropProxy:
                 self._cut(pair)
                 return
             window = window[-16:]
+
+    def _swallow(self, pair):
+        """Read and drop what the client sends until the proxy closes."""
+        while not self.closed:
+            try:
+                if not pair["client"].recv(65536):
+                    return
+            except OSError:
+                return
 
     def _downstream(self, pair):
         while True:
