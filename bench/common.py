@@ -6,8 +6,6 @@ Every loop here is bounded twice: by a count and by a time budget.
 import os
 import resource
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -24,6 +22,7 @@ import transaction  # noqa: E402
 import ZODB  # noqa: E402
 
 import zpydb  # noqa: E402
+from devservers.ports import free_port, stop_process, wait_for_port  # noqa: E402
 
 HOST = "127.0.0.1"
 ZEO_CACHE = 64 * 1024 * 1024
@@ -237,38 +236,6 @@ def zpydb_for(backend, env, **options):
 
 # -- servers --------------------------------------------------------------------------------
 
-def free_port():
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
-
-
-def wait_port(port, timeout, process=None):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection((HOST, port), timeout=0.2):
-                return
-        except OSError:
-            if process is not None and process.poll() is not None:
-                raise RuntimeError(f"process {process.pid} exited ({process.returncode})")
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing on {HOST}:{port} after {timeout}s")
-
-
-def stop_pid(process, timeout=10):
-    if process is None or process.poll() is not None:
-        return
-    try:
-        os.kill(process.pid, signal.SIGTERM)
-        process.wait(timeout)
-    except subprocess.TimeoutExpired:
-        os.kill(process.pid, signal.SIGKILL)
-        process.wait(timeout)
-    except ProcessLookupError:
-        pass
-
-
 class Redis:
     """redis-server on a free loopback port with its own temp dir."""
 
@@ -292,7 +259,7 @@ class Redis:
         self.process = subprocess.Popen(command + self.CONFIGS[self.kind],
                                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                         stderr=subprocess.DEVNULL)
-        wait_port(self.port, 15, self.process)
+        wait_for_port(HOST, self.port, 15, self.process)
         import redis
         self.client = redis.Redis(host=HOST, port=self.port)
         deadline = time.monotonic() + 10
@@ -309,7 +276,7 @@ class Redis:
             self.client.close()
         except Exception:
             pass
-        stop_pid(self.process)
+        stop_process(self.process)
 
 
 DURABLE_PG = {"fsync": "on", "synchronous_commit": "on", "full_page_writes": "on"}
@@ -334,7 +301,7 @@ class Env:
         return ["file", "zeo"] + (["pg"] if self.pg_url else [])
 
     def start(self):
-        from tests.servers import ZeoServer
+        from devservers.zeo import ZeoServer
         self.zeo = ZeoServer(os.path.join(self.tmp, "zeo")).start()
         db = zpydb.connect(self.zeo.url, wait_timeout=10)  # the replica needs the root
         db.close()
@@ -342,7 +309,7 @@ class Env:
                                  upstream=self.zeo.address).start()
         if self.use_pg:
             try:
-                from tests.pg import PostgresCluster, find_pg_bin
+                from devservers.pg import PostgresCluster, find_pg_bin
                 import relstorage  # noqa: F401
                 if find_pg_bin():
                     self.pg = PostgresCluster(settings=DURABLE_PG)

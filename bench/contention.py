@@ -39,7 +39,9 @@ from persistent.list import PersistentList
 from persistent.mapping import PersistentMapping
 from BTrees.OOBTree import OOBTree
 
-from .common import REPO, percentile, raw_for, stop_pid, zpydb_for
+from devservers.ports import stop_process
+
+from .common import REPO, percentile, raw_for, zpydb_for
 
 OPS = ("incr", "append")
 
@@ -98,7 +100,7 @@ class Pool:
             try:
                 proc.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                stop_pid(proc)
+                stop_process(proc)
         self.log.close()
 
 
