@@ -137,12 +137,27 @@ def percentile(sorted_values, p):
 
 
 def ratio_row(name, zpydb_stats, base_stats, target=None):
-    base = base_stats["ops_per_s"]
-    value = zpydb_stats["ops_per_s"] / base if base else 0.0
-    row = {"name": name, "ratio": round(value, 3)}
+    """zpydb's throughput / the baseline's, as a report row (``pass`` when a target is given).
+
+    A baseline that measured no throughput (0 ops/s) gives no ratio: ``ratio`` is None,
+    ``error`` says why, and a row with a target fails.
+    """
+    return ratio_of(name, zpydb_stats["ops_per_s"], base_stats["ops_per_s"], target)
+
+
+def ratio_of(name, value, base, target=None):
+    """``{"name", "ratio": value / base, "target", "pass"}``; no ratio when ``base`` is not > 0."""
+    row = {"name": name}
+    if base and base > 0:
+        ratio = value / base
+        row["ratio"] = round(ratio, 3)
+    else:
+        ratio = None
+        row["ratio"] = None
+        row["error"] = f"no ratio: the baseline measured {base!r} ops/s"
     if target is not None:
         row["target"] = target
-        row["pass"] = bool(value >= target)
+        row["pass"] = ratio is not None and bool(ratio >= target)
     return row
 
 

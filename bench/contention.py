@@ -41,7 +41,7 @@ from BTrees.OOBTree import OOBTree
 
 from devservers.ports import stop_process
 
-from .common import REPO, percentile, raw_for, zpydb_for
+from .common import REPO, percentile, ratio_of, raw_for, zpydb_for
 
 OPS = ("incr", "append")
 
@@ -326,12 +326,11 @@ def _ratios(rows, names, writers_list):
             one, many = by.get((name, op, lo)), by.get((name, op, hi))
             if not one or not many or lo == hi:
                 continue
-            scaling = many["ops_per_s"] / one["ops_per_s"] if one["ops_per_s"] else 0.0
-            is_zpydb = name.startswith("zpydb/")
-            row = {"name": f"{name}/{op}: throughput at {hi} / at {lo} writers",
-                   "ratio": round(scaling, 3)}
-            if is_zpydb:
-                row.update({"target": ">= 1", "pass": bool(scaling >= 1.0)})
+            row = ratio_of(f"{name}/{op}: throughput at {hi} / at {lo} writers",
+                           many["ops_per_s"], one["ops_per_s"],
+                           1.0 if name.startswith("zpydb/") else None)
+            if "target" in row:
+                row["target"] = ">= 1"
             ratios.append(row)
 
     for name in names:
