@@ -69,7 +69,7 @@ class Options:
     cache_size: int = 64 * 1024 * 1024
     #: Keep the ZEO client cache in a file under this directory (survives restarts).
     cache_dir: str = None
-    #: Private ZEO client blob directory (default: a temporary one per client).
+    #: Private blob cache of a ZEO or RelStorage client (default: a temporary one per client).
     blob_dir: str = None
     read_only: bool = False
     #: TLS for ZEO: client certificate, its key, the CA that signed the server's.
