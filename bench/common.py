@@ -6,8 +6,6 @@ Every loop here is bounded twice: by a count and by a time budget.
 import os
 import resource
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -24,6 +22,7 @@ import transaction  # noqa: E402
 import ZODB  # noqa: E402
 
 import zpydb  # noqa: E402
+from devservers.ports import free_port, stop_process, wait_for_port  # noqa: E402
 
 HOST = "127.0.0.1"
 ZEO_CACHE = 64 * 1024 * 1024
@@ -138,12 +137,27 @@ def percentile(sorted_values, p):
 
 
 def ratio_row(name, zpydb_stats, base_stats, target=None):
-    base = base_stats["ops_per_s"]
-    value = zpydb_stats["ops_per_s"] / base if base else 0.0
-    row = {"name": name, "ratio": round(value, 3)}
+    """zpydb's throughput / the baseline's, as a report row (``pass`` when a target is given).
+
+    A baseline that measured no throughput (0 ops/s) gives no ratio: ``ratio`` is None,
+    ``error`` says why, and a row with a target fails.
+    """
+    return ratio_of(name, zpydb_stats["ops_per_s"], base_stats["ops_per_s"], target)
+
+
+def ratio_of(name, value, base, target=None):
+    """``{"name", "ratio": value / base, "target", "pass"}``; no ratio when ``base`` is not > 0."""
+    row = {"name": name}
+    if base and base > 0:
+        ratio = value / base
+        row["ratio"] = round(ratio, 3)
+    else:
+        ratio = None
+        row["ratio"] = None
+        row["error"] = f"no ratio: the baseline measured {base!r} ops/s"
     if target is not None:
         row["target"] = target
-        row["pass"] = bool(value >= target)
+        row["pass"] = ratio is not None and bool(ratio >= target)
     return row
 
 
@@ -237,38 +251,6 @@ def zpydb_for(backend, env, **options):
 
 # -- servers --------------------------------------------------------------------------------
 
-def free_port():
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
-
-
-def wait_port(port, timeout, process=None):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection((HOST, port), timeout=0.2):
-                return
-        except OSError:
-            if process is not None and process.poll() is not None:
-                raise RuntimeError(f"process {process.pid} exited ({process.returncode})")
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing on {HOST}:{port} after {timeout}s")
-
-
-def stop_pid(process, timeout=10):
-    if process is None or process.poll() is not None:
-        return
-    try:
-        os.kill(process.pid, signal.SIGTERM)
-        process.wait(timeout)
-    except subprocess.TimeoutExpired:
-        os.kill(process.pid, signal.SIGKILL)
-        process.wait(timeout)
-    except ProcessLookupError:
-        pass
-
-
 class Redis:
     """redis-server on a free loopback port with its own temp dir."""
 
@@ -292,7 +274,7 @@ class Redis:
         self.process = subprocess.Popen(command + self.CONFIGS[self.kind],
                                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                         stderr=subprocess.DEVNULL)
-        wait_port(self.port, 15, self.process)
+        wait_for_port(HOST, self.port, 15, self.process)
         import redis
         self.client = redis.Redis(host=HOST, port=self.port)
         deadline = time.monotonic() + 10
@@ -309,7 +291,7 @@ class Redis:
             self.client.close()
         except Exception:
             pass
-        stop_pid(self.process)
+        stop_process(self.process)
 
 
 DURABLE_PG = {"fsync": "on", "synchronous_commit": "on", "full_page_writes": "on"}
@@ -334,7 +316,7 @@ class Env:
         return ["file", "zeo"] + (["pg"] if self.pg_url else [])
 
     def start(self):
-        from tests.servers import ZeoServer
+        from devservers.zeo import ZeoServer
         self.zeo = ZeoServer(os.path.join(self.tmp, "zeo")).start()
         db = zpydb.connect(self.zeo.url, wait_timeout=10)  # the replica needs the root
         db.close()
@@ -342,7 +324,7 @@ class Env:
                                  upstream=self.zeo.address).start()
         if self.use_pg:
             try:
-                from tests.pg import PostgresCluster, find_pg_bin
+                from devservers.pg import PostgresCluster, find_pg_bin
                 import relstorage  # noqa: F401
                 if find_pg_bin():
                     self.pg = PostgresCluster(settings=DURABLE_PG)

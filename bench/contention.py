@@ -39,7 +39,9 @@ from persistent.list import PersistentList
 from persistent.mapping import PersistentMapping
 from BTrees.OOBTree import OOBTree
 
-from .common import REPO, percentile, raw_for, stop_pid, zpydb_for
+from devservers.ports import stop_process
+
+from .common import REPO, percentile, ratio_of, raw_for, zpydb_for
 
 OPS = ("incr", "append")
 
@@ -98,7 +100,7 @@ class Pool:
             try:
                 proc.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                stop_pid(proc)
+                stop_process(proc)
         self.log.close()
 
 
@@ -324,12 +326,11 @@ def _ratios(rows, names, writers_list):
             one, many = by.get((name, op, lo)), by.get((name, op, hi))
             if not one or not many or lo == hi:
                 continue
-            scaling = many["ops_per_s"] / one["ops_per_s"] if one["ops_per_s"] else 0.0
-            is_zpydb = name.startswith("zpydb/")
-            row = {"name": f"{name}/{op}: throughput at {hi} / at {lo} writers",
-                   "ratio": round(scaling, 3)}
-            if is_zpydb:
-                row.update({"target": ">= 1", "pass": bool(scaling >= 1.0)})
+            row = ratio_of(f"{name}/{op}: throughput at {hi} / at {lo} writers",
+                           many["ops_per_s"], one["ops_per_s"],
+                           1.0 if name.startswith("zpydb/") else None)
+            if "target" in row:
+                row["target"] = ">= 1"
             ratios.append(row)
 
     for name in names:

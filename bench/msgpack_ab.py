@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 import zpydb
-from tests.servers import ZeoServer
+from devservers.zeo import ZeoServer
 from zpydb import server as zserver
 
 from .common import alternate, raw_zeo

@@ -59,7 +59,8 @@ def markdown(results):
             lines.append("| comparison | ratio | target | pass |")
             lines.append("| --- | --- | --- | --- |")
             for r in ratios:
-                lines.append(f"| {r['name']} | {fmt(r['ratio'])} | {fmt(r.get('target', ''))} "
+                ratio = fmt(r["ratio"]) if r["ratio"] is not None else f"none ({r.get('error')})"
+                lines.append(f"| {r['name']} | {ratio} | {fmt(r.get('target', ''))} "
                              f"| {fmt(r.get('pass', ''))} |")
             lines.append("")
         for prof in wl.get("profiles", {}).items():

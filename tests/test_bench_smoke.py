@@ -1,6 +1,7 @@
 """The benchmark suite runs end to end at tiny sizes (``python -m bench --smoke``).
 
-No timing thresholds: this only checks that every workload ran and reported numbers.
+No timing thresholds: this only checks that every workload ran and measured something
+(every row a throughput and a latency above zero, every comparison a real ratio).
 """
 
 import json
@@ -49,6 +50,21 @@ def test_bench_smoke(tmp_path):
             assert isinstance(row["name"], str)
             for field in ("ops_per_s", "median_us"):
                 assert isinstance(row[field], numbers.Number), (key, row)
-                assert row[field] >= 0, (key, row)
+                assert row[field] > 0, (key, row)       # 0 ops/s: nothing was measured
         for ratio in wl.get("ratios", []):
+            assert not ratio.get("error"), (key, ratio)
             assert isinstance(ratio["ratio"], numbers.Number), (key, ratio)
+            if ratio.get("target") != "0":              # counts of failures may be 0
+                assert ratio["ratio"] > 0, (key, ratio)
+
+
+def test_a_ratio_needs_a_measured_baseline():
+    from bench.common import ratio_row
+    assert ratio_row("z vs b", {"ops_per_s": 50.0}, {"ops_per_s": 100.0}, 0.9) == {
+        "name": "z vs b", "ratio": 0.5, "target": 0.9, "pass": False}
+    assert ratio_row("z vs b", {"ops_per_s": 100.0}, {"ops_per_s": 100.0}, 0.9)["pass"] is True
+    for base in (0, 0.0, None):
+        row = ratio_row("z vs b", {"ops_per_s": 100.0}, {"ops_per_s": base}, 0.9)
+        assert row["ratio"] is None and row["pass"] is False and "baseline" in row["error"]
+        row = ratio_row("z vs b", {"ops_per_s": 100.0}, {"ops_per_s": base})
+        assert row["ratio"] is None and "pass" not in row

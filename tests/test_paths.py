@@ -6,14 +6,25 @@ import zpydb
 from tests.helpers import last_note, transaction_count
 
 
-def test_paths_are_lazy_and_do_no_io(db):
+def test_paths_are_lazy_and_do_no_io(db, monkeypatch):
+    db["a"] = [{"b": 1}]
     before = transaction_count(db)
-    path = db["a"][0]["b"]          # nothing exists there: building it must not fail
-    assert path._expr() == "db['a'][0]['b']"
+    calls = []
+    session = db._session
+    for name in ("read", "write"):
+        real = getattr(session, name)
+        monkeypatch.setattr(session, name,
+                            lambda *args, _name=name, _real=real: calls.append(_name)
+                            or _real(*args))
+    path = db["a"][0]["b"]
+    missing = db["x"][0]["y"]       # nothing exists there: building it must not fail
+    assert path._expr() == "db['a'][0]['b']" and missing._expr() == "db['x'][0]['y']"
+    assert calls == []              # no read, no write: building a path is not I/O
+    assert path._run() == 1 and calls == ["read"]   # (the spy does see I/O)
+    assert transaction_count(db) == before
     db.close()
     path = db["still"]["lazy"]      # even on a closed database
     assert isinstance(path, zpydb.Path)
-    assert before >= 1
 
 
 def test_run_returns_plain_copies(db):
@@ -228,10 +239,30 @@ def test_second_client_sees_writes_immediately(backend):
     assert first["x"]._run() == 2
 
 
+def _server_pings(db, statement):
+    """How many sync round trips (ZEO ``ping``) ``statement()`` made to the server."""
+    storage = db._session.db.storage
+    real, names = storage._call, []
+    storage._call = lambda name, *args, **kwargs: names.append(name) or real(name, *args, **kwargs)
+    try:
+        statement()
+    finally:
+        storage._call = real
+    return names.count("ping")
+
+
 def test_local_read_option_is_accepted(backend):
-    db = backend.connect(fresh_reads=False)
-    db["x"] = 5
-    assert db["x"]._run() == 5
+    local = backend.connect(fresh_reads=False)
+    local["x"] = 5
+    assert local["x"]._run() == 5
+    if backend.name != "zeo":
+        return  # only ZEO has server_sync; elsewhere the option is accepted and has no effect
+    fresh = backend.connect()
+    assert fresh["x"]._run() == 5
+    # fresh reads ask the server before each statement; local reads use the cache alone
+    assert _server_pings(fresh, lambda: fresh["x"]._run()) >= 1
+    assert _server_pings(local, lambda: local["x"]._run()) == 0
+    assert local["x"]._run() == 5
 
 
 def test_a_cached_read_loads_nothing(db):

@@ -1,6 +1,6 @@
 """zpydb on RelStorage/PostgreSQL, against a real PostgreSQL server.
 
-A session fixture starts a private cluster (tests/pg.py: initdb in a temporary
+A session fixture starts a private cluster (devservers/pg.py: initdb in a temporary
 directory, 127.0.0.1 and a free port only) and stops it at the end; every test
 gets a fresh database.  Without PostgreSQL server binaries the tests are skipped
 on a developer machine (run `make postgres`) and FAIL in CI.

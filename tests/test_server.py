@@ -1,6 +1,6 @@
 """The ZEO server side: bundled configs, `zpydb serve`/`certs`, replicas and TLS.
 
-Every test runs real runzeo processes (tests/servers.py) on 127.0.0.1 and free ports.
+Every test runs real runzeo processes (devservers/zeo.py) on 127.0.0.1 and free ports.
 """
 
 import argparse

@@ -101,10 +101,17 @@ def test_zconfig_url(tmp_path):
 
 
 def test_client_returns_root_and_connection(tmp_path):
-    db, conn = zpydb.client(str(tmp_path / "Data.fs"))
+    url = str(tmp_path / "Data.fs")
+    db, conn = zpydb.client(url)
+    assert isinstance(db, zpydb.Database) and not conn.closed
     db["x"] = 1
+    assert db["x"]._run() == 1
     conn.close()
     assert conn.closed
+    with pytest.raises(zpydb.Error, match="closed"):   # the handle closed db itself
+        db["x"]._run()
+    with zpydb.connect(url) as again:                  # and the write was durable
+        assert again._run() == {"x": 1}
 
 
 def test_the_client_handle_is_db_close_and_nothing_else(tmp_path):

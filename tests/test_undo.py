@@ -111,12 +111,27 @@ def test_memory_storage_has_no_undo():
         assert db["x"]._run() == 1
 
 
-def test_save_is_a_harmless_no_op(db):
+def test_save_is_a_harmless_no_op(backend):
+    """pyzdb's write-then-save() scripts: save() writes nothing, changes nothing, closes nothing."""
+    db = backend.connect()
     db["x"] = 1
     before = transaction_count(db)
     assert db.save() is None
-    assert transaction_count(db) == before
-    assert "anything left to save" in zpydb.Database.save.__doc__
+    assert transaction_count(db) == before          # no transaction of its own
+    assert db._run() == {"x": 1}
+    db["y"] = 2                                     # the database is still open
+    with db.transaction() as t:                     # inside a block: the block goes on
+        t["z"] = 3
+        assert db.save() is None
+        t["w"] = 4
+    db.lock()                                       # pyzdb: lock(), changes, save(), unlock()
+    db["v"] = 5
+    assert db.save() is None
+    db.unlock()
+    assert transaction_count(db) == before + 3
+    db.close()
+    again = backend.connect()                       # every statement was durable already
+    assert again._run() == {"v": 5, "w": 4, "x": 1, "y": 2, "z": 3}
 
 
 def test_packing_trims_the_undo_history(backend):

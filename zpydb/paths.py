@@ -12,8 +12,8 @@ I/O.  What you do with it decides the transaction:
 * ``p += x`` (and the other augmented operators): read, compute and write in
   ONE transaction, so concurrent increments are never lost.
 
-A Path runs its operations through an *executor* (see session.py's autocommit
-and transactions.py's blocks), so the same proxy code serves both.
+A Path runs its operations through an *executor* (transactions.py's
+``Autocommit`` and ``Block``), so the same proxy code serves both.
 """
 
 import operator

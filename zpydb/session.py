@@ -8,9 +8,9 @@ connections keep their object caches warm between statements).
 * :meth:`Session.read` begins a transaction (which, with ZEO ``server_sync``,
   asks the server for invalidations first, so the read sees every write that
   was acknowledged before it), runs the read, and aborts: reads never write.
-* :meth:`Session.write` runs the change through ``TransactionManager.run``,
-  which retries ZODB's transient conflicts a bounded number of times, and
-  commits durably before returning.  The note reads like the statement; the
+* :meth:`Session.write` runs the change in a ``TransactionManager.attempts()``
+  loop, which retries ZODB's transient conflicts until ``retry_timeout`` (and
+  the optional ``retries`` cap) runs out, and commits durably before returning.  The note reads like the statement; the
   extension ``zpydb`` marks the record for the undo/redo walk (see undo.py).
 """
 

@@ -21,7 +21,7 @@ import shutil
 import tempfile
 import textwrap
 import threading
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import ssl
@@ -69,7 +69,7 @@ class Options:
     cache_size: int = 64 * 1024 * 1024
     #: Keep the ZEO client cache in a file under this directory (survives restarts).
     cache_dir: str = None
-    #: Private ZEO client blob directory (default: a temporary one per client).
+    #: Private blob cache of a ZEO or RelStorage client (default: a temporary one per client).
     blob_dir: str = None
     read_only: bool = False
     #: TLS for ZEO: client certificate, its key, the CA that signed the server's.
@@ -84,11 +84,10 @@ class Options:
     retries: int = None
     #: Objects kept in each connection's cache.
     connection_cache_size: int = 10000
-    extra: dict = field(default_factory=dict)
 
     @classmethod
     def from_kwargs(cls, kwargs):
-        names = {f.name for f in fields(cls)} - {"extra"}
+        names = {f.name for f in fields(cls)}
         unknown = set(kwargs) - names
         if unknown:
             raise TypeError(f"unknown zpydb.connect option(s): {', '.join(sorted(unknown))}; "
@@ -226,10 +225,6 @@ class OpenDatabase:
     @property
     def storage(self):
         return self.db.storage
-
-    @property
-    def is_zeo(self):
-        return isinstance(self.db.storage, ClientStorage)
 
     def close(self):
         with _shared_lock:
