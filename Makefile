@@ -1,25 +1,35 @@
 # zpydb developer commands. `make run` and `make test` work on a machine with only Python 3.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
-VENV   := .venv
+VENV   ?= .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
+# Two stamps: `make run` installs only what running needs (zpydb and its dependencies);
+# `make test` adds the test and bench extras (pytest, RelStorage, matplotlib, redis...).
+RUN_STAMP  := $(VENV)/.installed-run
+TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: run test install serve certs bench bench-full postgres redis clean torture
+.PHONY: run test install install-test serve certs bench bench-full postgres redis clean torture
 
-# Create the virtualenv and install zpydb (editable) with its test and bench extras when the
-# packaging files change; var/zeo is where zeo_configs/zeo.conf keeps its data, so
-# plain `.venv/bin/runzeo -C zeo_configs/zeo.conf` works from the repo root.
-$(STAMP): setup.cfg pyproject.toml
+# Create the virtualenv and install zpydb (editable) when the packaging files change;
+# var/zeo is where zeo_configs/zeo.conf keeps its data, so plain
+# `.venv/bin/runzeo -C zeo_configs/zeo.conf` works from the repo root.
+$(RUN_STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test,bench]'
+	$(BIN)/python -m pip install -q -e .
 	mkdir -p var/zeo
-	touch $(STAMP)
+	touch $(RUN_STAMP)
 
-install: $(STAMP)
+# The same virtualenv plus the test and bench extras.
+$(TEST_STAMP): $(RUN_STAMP)
+	$(BIN)/python -m pip install -q -e '.[test,bench]'
+	touch $(TEST_STAMP)
+
+install: $(RUN_STAMP)
+
+install-test: $(TEST_STAMP)
 
 # Open the zpydb shell on the embedded default database (./var/Data.fs).
-run: $(STAMP)
+run: $(RUN_STAMP)
 	$(BIN)/zpydb shell
 
 # PostgreSQL server binaries for the RelStorage tests (installed with apt when missing).
@@ -27,7 +37,7 @@ postgres:
 	bash scripts/ensure-postgres.sh
 
 # The whole test suite: core, ZEO (real runzeo), PostgreSQL (real server), files, bench smoke.
-test: $(STAMP) postgres redis
+test: $(TEST_STAMP) postgres redis
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Redis is a benchmark peer; the bench smoke test in `make test` runs it too.
@@ -35,14 +45,14 @@ redis:
 	bash scripts/ensure-redis.sh
 
 # The read-write ZEO server on 127.0.0.1:8100 (zeo_configs/zeo.conf).
-serve: $(STAMP)
+serve: $(RUN_STAMP)
 	$(BIN)/zpydb serve
 
 # Development CA, server and client certificates for zeo_configs/zeo-tls.conf.
-certs: $(STAMP)
+certs: $(RUN_STAMP)
 	$(BIN)/zpydb certs certs
 
-bench: $(STAMP) postgres redis
+bench: $(TEST_STAMP) postgres redis
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 bench-full:
@@ -51,7 +61,7 @@ bench-full:
 # The long reliability suite (tests/test_reliability.py with ZPYDB_TORTURE=1): 50 server kills,
 # 50 writer kills, 150 Ctrl-Cs per backend...; its figures go to var/reliability.jsonl and are
 # printed as the table of docs/reliability.md.
-torture: $(STAMP)
+torture: $(TEST_STAMP)
 	mkdir -p var && rm -f var/reliability.jsonl
 	ZPYDB_TORTURE=1 ZPYDB_RELIABILITY_RESULTS=var/reliability.jsonl \
 		$(BIN)/python -m pytest -o timeout=1500 --junitxml=var/reliability.xml \

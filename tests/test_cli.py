@@ -197,6 +197,13 @@ BAD = {
     "serve data-dir is file": (["serve", "--data-dir", "junk.txt"], "not a directory"),
     "serve bad address": (["serve", "--address", "nonsense"], "HOST:PORT"),
     "serve upstream without read-only": (["serve", "--upstream", "127.0.0.1:1"], "--read-only"),
+    "pack no url": (["pack"], "required"),
+    "pack missing db": (["pack", "missing.fs"], "no such database"),
+    "pack non-database": (["pack", "junk.txt"], "not a zpydb database"),
+    "pack negative days": (["pack", "db.fs", "--days", "-1"], "--days must be"),
+    "pack bad days": (["pack", "db.fs", "--days", "week"], "invalid float"),
+    "pack memory": (["pack", "memory://"], "memory://: an in-memory database"),
+    "pack no server": (["pack", "127.0.0.1:1", "--wait-timeout", "1"], "no ZEO server answered"),
     "certs no dir": (["certs"], "required"),
     "certs missing parent": (["certs", "{absent}/a/certs"], "no such folder"),
     "certs onto a file": (["certs", "junk.txt"], "not a directory"),
@@ -270,6 +277,65 @@ def test_import_into_a_new_database_that_fails_leaves_nothing(workdir):
     good = run(workdir, "import", "data.json", "new.fs")
     assert good.returncode == 0, good.stderr
     assert run(workdir, "shell", "new.fs", "-c", "db['b']").stdout == "2\n"
+
+
+# -- issue 13 item 7: zpydb --version and zpydb pack ------------------------------------------
+
+def test_version(tmp_path):
+    result = run(tmp_path, "--version")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"zpydb {zpydb.__version__}\n"
+    assert listing(tmp_path) == []  # not taken for `zpydb shell` on the default database
+
+
+def _history(folder, url):
+    result = run(folder, "shell", url, "-c", "[c['note'] for c in db.history(100)]")
+    assert result.returncode == 0, result.stderr
+    return eval(result.stdout)
+
+
+def test_pack_a_file(workdir):
+    for i in range(20):
+        assert run(workdir, "shell", "db.fs", "-c", f"db['a'] = {i}").returncode == 0
+    size = os.path.getsize(workdir / "db.fs")
+    assert len(_history(workdir, "db.fs")) == 21
+    result = run(workdir, "pack", "db.fs", "--days", "1")  # everything is recent: kept
+    assert result.returncode == 0, result.stderr
+    assert "keeping 1 day(s) of history" in result.stdout
+    assert len(_history(workdir, "db.fs")) == 21
+    result = run(workdir, "pack", "db.fs")
+    assert result.returncode == 0, result.stderr
+    assert f"packed {workdir / 'db.fs'}, keeping 0 day(s) of history" in result.stdout
+    assert os.path.getsize(workdir / "db.fs") < size
+    assert _history(workdir, "db.fs") == []
+    assert run(workdir, "shell", "db.fs", "-c", "db['a']").stdout == "19\n"
+
+
+def test_pack_refuses_a_file_open_in_another_process(tmp_path):
+    url = str(tmp_path / "Data.fs")
+    holder = _hold(url)
+    try:
+        result = run(tmp_path, "pack", url)
+        assert "is open in another process" in one_line_error(result)
+        assert result.returncode == 1
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+
+
+def test_pack_a_zeo_server(tmp_path, zeo_server):
+    with zpydb.connect(zeo_server.url, wait_timeout=10) as db:
+        for i in range(20):
+            db["a"] = list(range(i, i + 100))
+        count = len(db.history(100))
+    size = os.path.getsize(zeo_server.data_dir / "Data.fs")
+    result = run(tmp_path, "pack", zeo_server.url, "--wait-timeout", "10")
+    assert result.returncode == 0, result.stderr
+    assert f"packed {zeo_server.url}" in result.stdout
+    assert os.path.getsize(zeo_server.data_dir / "Data.fs") < size
+    with zpydb.connect(zeo_server.url, wait_timeout=10) as db:
+        assert db["a"]._run() == list(range(19, 119))
+        assert len(db.history(100)) < count
 
 
 # -- item 14: the "locked" message names a command that serves this very file --------------

@@ -5,6 +5,8 @@
     zpydb import FILE.json [URL] [--path EXPR] [--files-dir DIR]
     zpydb serve ... / zpydb certs DIR       (server.py)
     zpydb copy SRC_URL DST_URL              (copy.py)
+    zpydb pack URL [--days N]               drop history older than N days (pack.py)
+    zpydb --version
 
 Every command takes the connection options of :func:`zpydb.connect`
 (``--read-url``, ``--wait-timeout``, ``--local-reads``, TLS files).
@@ -36,7 +38,7 @@ import sys
 import tempfile
 from urllib.parse import urlsplit
 
-from . import export
+from . import __version__, export
 from . import storage as _storage
 from .database import connect
 from .errors import Error, URLError
@@ -44,7 +46,7 @@ from .shell import run_shell
 
 #: Modules that add their own subcommands through ``register_commands(subparsers)``.
 COMMAND_MODULES = ("zpydb.server", "zpydb.copy")
-COMMANDS = ("shell", "export", "import", "serve", "certs", "copy")
+COMMANDS = ("shell", "export", "import", "serve", "certs", "copy", "pack")
 NEW_DATABASE_SUFFIX = ".fs"
 
 
@@ -61,6 +63,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser():
     parser = _Parser(prog="zpydb", description="A Python-syntax database on ZODB.")
+    parser.add_argument("--version", action="version", version=f"zpydb {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     shell = subparsers.add_parser("shell", help="the interactive > prompt (default)")
@@ -91,6 +94,17 @@ def build_parser():
                                           "in the JSON, relative to the JSON file)")
     _connection_options(load)
     load.set_defaults(func=_import)
+
+    squeeze = subparsers.add_parser(
+        "pack", help="pack a database: drop old revisions and undo history",
+        description="Pack the database at URL (a Data.fs not open elsewhere, zeo://..., "
+                    "postgres://...): keep the current data and the last DAYS days of "
+                    "history; undo cannot reach further back afterwards.")
+    squeeze.add_argument("url", metavar="URL", help="the database to pack")
+    squeeze.add_argument("--days", type=float, default=0,
+                         help="days of history (and undo) to keep (default: 0, none)")
+    _connection_options(squeeze)
+    squeeze.set_defaults(func=_pack_command)
 
     for name in COMMAND_MODULES:
         importlib.import_module(name).register_commands(subparsers)
@@ -129,7 +143,7 @@ def route(argv):
     if not argv:
         return ["shell"]
     first = argv[0]
-    if first in COMMANDS or first in ("-h", "--help"):
+    if first in COMMANDS or first in ("-h", "--help", "--version"):
         return argv
     if first.startswith("-") or looks_like_database(first):
         return ["shell", *argv]  # `zpydb`, `zpydb URL` and `zpydb -c ...` open the shell
@@ -240,6 +254,10 @@ def check_arguments(args):
     elif command == "copy":
         check_database(args.src_url, may_create=False)
         check_database(args.dst_url, may_create=True)
+    elif command == "pack":
+        check_database(args.url, may_create=False)
+        if not args.days >= 0 or args.days == float("inf"):
+            raise UsageError(f"--days must be a number of days >= 0, not {args.days:g}")
     elif command == "serve":
         if args.config:
             check_input_file(args.config, "--config file")
@@ -317,6 +335,18 @@ def _import(args):
         _storage.remove_paths(created)  # a new database that got nothing is removed again
         raise
     print(f"imported {count} item(s) into {args.path}", file=sys.stderr)
+    return 0
+
+
+def _pack_command(args):
+    url = _storage.normalize_url(args.url)
+    path = urlsplit(url).path if _storage.scheme_of(url) == "file" else None
+    before = os.path.getsize(path) if path else None
+    with _connect(args) as db:
+        db.pack(days=args.days)
+        name = db._session.name
+    sizes = f"; {path}: {before:,} -> {os.path.getsize(path):,} bytes" if path else ""
+    print(f"zpydb pack: packed {name}, keeping {args.days:g} day(s) of history{sizes}")
     return 0
 
 

@@ -1,10 +1,11 @@
 """The root proxy ``db``: a :class:`~zpydb.paths.Path` plus database-wide calls.
 
 ``db`` is what :func:`zpydb.connect` returns.  Subscripting it builds paths;
-its own methods act on the whole database: undo/redo/history, transaction
+its own methods act on the whole database: undo/redo/history, pack, transaction
 blocks, pyzdb's lock/unlock, and closing.
 """
 
+from . import pack as _pack
 from . import undo as _undo
 from .paths import Path
 from .session import Session
@@ -40,6 +41,15 @@ class Database(Path):
     def history(self, n=10):
         """The last ``n`` changes (``n >= 0``), newest first: dicts of time, user, note, kind."""
         return _undo.history(self._session, n)
+
+    def pack(self, days=0):
+        """Pack the storage: drop revisions older than ``days`` days (0: all history).
+
+        Keeps the current data (and blobs) and the undo log of the last ``days``
+        days; undo cannot reach further back afterwards.  PackError on an
+        in-memory database or inside an open block; see zpydb/pack.py.
+        """
+        _pack.pack(self._session, days)
 
     def save(self):
         """Does nothing, on purpose: kept so pyzdb scripts run unchanged.

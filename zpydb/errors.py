@@ -26,6 +26,7 @@ The tree::
     ├── StorageError              the storage could not write (disk full...)
     ├── UnsafeClassError          a record names a class zpydb never stores (not loaded)
     ├── DatabaseLockedError       an embedded Data.fs is in use by another process
+    ├── PackError                 a pack refused or failed (carries .url)
     └── URLError (ValueError)     a URL zpydb cannot open
 
     KeyboardInterrupt
@@ -148,6 +149,17 @@ class UnsafeClassError(Error, POSError):
 
 class DatabaseLockedError(Error):
     """An embedded FileStorage is already open in another process."""
+
+
+class PackError(Error):
+    """``db.pack()`` / ``zpydb pack`` refused (in-memory storage, open block) or failed.
+
+    ``url`` names the database; nothing was packed.
+    """
+
+    def __init__(self, url, message):
+        self.url = url
+        super().__init__(f"{url}: {message}")
 
 
 class URLError(Error, ValueError):

@@ -41,15 +41,21 @@ GUARD_IMPORT = "%import zpydb.zeo_guard"
 
 
 def configs_dir():
-    """The directory of the bundled ZEO configs.
+    """The directory of the bundled ZEO configs, wherever zpydb was installed from.
 
-    ``zeo_configs/`` beside the package (an editable install from the
-    repository), else ``./zeo_configs`` in the current directory.
+    An installed wheel carries them as package data in ``zpydb/zeo_configs/``
+    (setup.cfg maps that package onto the repository's ``zeo_configs/``, which
+    stays the one copy you edit); a source checkout or an editable install has
+    only ``zeo_configs/`` beside the package.  Never the current directory:
+    ``zpydb serve`` must find the same configs from any directory.
     """
-    beside = Path(__file__).resolve().parent.parent / "zeo_configs"
-    if (beside / PRIMARY_CONFIG).is_file():
-        return beside
-    return Path.cwd() / "zeo_configs"
+    here = Path(__file__).resolve().parent
+    packaged = here / "zeo_configs"
+    source = here.parent / "zeo_configs"
+    for candidate in (packaged, source):
+        if (candidate / PRIMARY_CONFIG).is_file():
+            return candidate
+    return packaged  # a broken install: runzeo_command names the missing file
 
 
 def bundled_config(name):
