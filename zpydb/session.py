@@ -253,7 +253,8 @@ class Session:
                     tm.abort()
                     raise
                 create = DATA_KEY not in root
-                if self.options.read_only or not (create or root.get(FORMAT_KEY) != FORMAT_VERSION):
+                stamped = root.get(FORMAT_KEY) == FORMAT_VERSION
+                if self.options.read_only or (stamped and not create):
                     tm.abort()
                     return
                 if create:
