@@ -10,6 +10,7 @@
 
 from .database import Database, client, connect
 from .errors import (StorageError, BadArgumentError, BadIndexError, ConflictError, DatabaseLockedError, DisconnectedError,
+                     FormatError,
                      Error, KeyNotFoundError, NotAContainerError, PathError, ReadOnlyError,
                      UndoError, UnorderableKeyError, UnstorableValueError, URLError,
                      OperationError, UnsafeClassError, ValueNotFoundError, CommitInterrupted, PackError)
@@ -22,6 +23,7 @@ __all__ = [
     "connect", "client", "Database", "Path", "File",
     "Error", "PathError", "KeyNotFoundError", "BadIndexError", "NotAContainerError",
     "UnstorableValueError", "UnorderableKeyError", "ValueNotFoundError", "ConflictError",
-    "UndoError", "ReadOnlyError", "DisconnectedError", "StorageError", "DatabaseLockedError", "URLError",
-    "BadArgumentError", "OperationError", "UnsafeClassError", "CommitInterrupted", "PackError",
+    "UndoError", "ReadOnlyError", "DisconnectedError", "StorageError", "DatabaseLockedError",
+    "FormatError", "URLError", "BadArgumentError", "OperationError", "UnsafeClassError",
+    "CommitInterrupted", "PackError",
 ]

@@ -4,8 +4,9 @@ A ``PersistentList`` is one database record: every change re-pickles and
 re-writes the whole list, so appending to a list of n items costs O(n).  Past
 :data:`BIG_LIST_THRESHOLD` items zpydb stores a list as a BigList instead:
 
-* the items live in chunks (``PersistentList`` of :data:`CHUNK_SIZE` items),
-  all full except the last, so item ``i`` is in chunk ``i // CHUNK_SIZE``;
+* the items live in chunks (``PersistentList`` of the list's chunk size,
+  ``_chunk_size``), all full except the last, so item ``i`` is in chunk
+  ``i // _chunk_size``;
 * the chunks are held by an ``IOBTree`` keyed by chunk number, so adding a
   chunk writes one BTree bucket, not a list of every chunk;
 * the BigList record itself holds only the length.
@@ -21,7 +22,14 @@ Concurrent appends merge (merging.py): the last chunk is a :class:`Chunk`, an
 and the BigList record adds the two length changes.  Every other change bumps
 ``_generation``, which refuses such a merge, so only pure appends combine.
 Two appends that both start a new chunk change the same key of the chunk
-tree: a real conflict, retried (once every CHUNK_SIZE items at most).
+tree: a real conflict, retried (once every chunk size items at most).
+
+The layout travels with the data (docs/architecture.md, "The stored format"):
+each BigList records its chunk size in ``_chunk_size`` when it is created
+(:data:`CHUNK_SIZE` at that moment) and each chunk its ``capacity``, so
+changing :data:`CHUNK_SIZE` only affects lists created afterwards.  Records
+written before the layout was stored have neither attribute and read the
+class defaults, :data:`LEGACY_CHUNK_SIZE` (the size they were written with).
 """
 
 from collections.abc import MutableSequence
@@ -30,24 +38,57 @@ from BTrees.IOBTree import IOBTree
 from persistent import Persistent
 from ZODB.POSException import ConflictError
 
-from .merging import AppendList
+from .merging import AppendList, merge_appends
 
 BIG_LIST_THRESHOLD = 1024
+#: The chunk size of BigLists created from now on (stored in each: changing it
+#: never changes how an existing list is read).
 CHUNK_SIZE = 512
+#: The chunk size of every BigList and Chunk stored before the layout was
+#: stored with the data (format 0).  Never change it: it is how they are read.
+LEGACY_CHUNK_SIZE = 512
 
 
 class Chunk(AppendList):
-    """CHUNK_SIZE items of a BigList; concurrent appends merge while they fit."""
+    """Up to ``capacity`` items of a BigList; concurrent appends merge while they fit.
 
-    capacity = CHUNK_SIZE
+    ``capacity`` is stored in the chunk's own state (its BigList's chunk size),
+    because conflict resolution sees only the three states: ZODB calls
+    ``_p_resolveConflict`` on a bare instance made with ``__new__``, whose
+    ``capacity`` is the class default.  Chunks stored without it (format 0)
+    hold :data:`LEGACY_CHUNK_SIZE` items, the class default.
+    """
+
+    capacity = LEGACY_CHUNK_SIZE
+
+    def __init__(self, initlist=None, capacity=None):
+        super().__init__(initlist)
+        self.capacity = LEGACY_CHUNK_SIZE if capacity is None else capacity
+
+    def _p_resolveConflict(self, old, committed, new):
+        states = (old, committed, new)
+        if any(set(state) - {"capacity"} != {"data"} for state in states):
+            raise ConflictError("an unexpected chunk state")
+        capacities = {state.get("capacity", LEGACY_CHUNK_SIZE) for state in states}
+        if len(capacities) != 1:
+            raise ConflictError("the chunk's capacity changed")
+        resolved = dict(committed)
+        resolved["data"] = merge_appends(old["data"], committed["data"], new["data"],
+                                         capacities.pop())
+        return resolved
 
 
 class BigList(Persistent, MutableSequence):
     """A chunked persistent list with the full ``list`` interface."""
 
     _generation = 0  # lists stored before generations existed read as 0
+    _chunk_size = LEGACY_CHUNK_SIZE  # lists stored before the layout was stored (format 0)
 
-    def __init__(self, items=()):
+    def __init__(self, items=(), chunk_size=None):
+        chunk_size = CHUNK_SIZE if chunk_size is None else chunk_size
+        if type(chunk_size) is not int or chunk_size < 1:
+            raise ValueError(f"a BigList chunk size must be a positive int, not {chunk_size!r}")
+        self._chunk_size = chunk_size
         self._chunks = IOBTree()
         self._length = 0
         self._generation = 0
@@ -58,6 +99,8 @@ class BigList(Persistent, MutableSequence):
         states = (old, committed, new)
         if len({frozenset(state) for state in states}) != 1:
             raise ConflictError("an unexpected BigList state")
+        if len({state.get("_chunk_size", LEGACY_CHUNK_SIZE) for state in states}) != 1:
+            raise ConflictError("the list's chunk size changed")
         if len({state.get("_generation", 0) for state in states}) != 1:
             raise ConflictError("the list was changed other than by appending")
         resolved = dict(committed)
@@ -80,7 +123,7 @@ class BigList(Persistent, MutableSequence):
         if isinstance(index, slice):
             return [self[i] for i in range(*index.indices(self._length))]
         index = self._normalize(index)
-        return self._chunks[index // CHUNK_SIZE][index % CHUNK_SIZE]
+        return self._chunks[index // self._chunk_size][index % self._chunk_size]
 
     def __eq__(self, other):
         return list(self) == list(other) if isinstance(other, (list, BigList)) else NotImplemented
@@ -92,9 +135,9 @@ class BigList(Persistent, MutableSequence):
 
     # -- cheap writes -------------------------------------------------------
     def append(self, item):
-        chunk_no, offset = divmod(self._length, CHUNK_SIZE)
+        chunk_no, offset = divmod(self._length, self._chunk_size)
         if offset == 0:
-            self._chunks[chunk_no] = Chunk([item])
+            self._chunks[chunk_no] = self._new_chunk([item])
         else:
             self._chunks[chunk_no].append(item)
         self._length += 1
@@ -112,7 +155,7 @@ class BigList(Persistent, MutableSequence):
             self._truncate(index)
             self._fill(items, start=index)
             return value
-        chunk_no = index // CHUNK_SIZE
+        chunk_no = index // self._chunk_size
         value = self._chunks[chunk_no].pop()
         if not self._chunks[chunk_no]:
             del self._chunks[chunk_no]
@@ -127,7 +170,7 @@ class BigList(Persistent, MutableSequence):
             self._replace_all(items)
             return
         index = self._normalize(index)
-        self._chunks[index // CHUNK_SIZE][index % CHUNK_SIZE] = value
+        self._chunks[index // self._chunk_size][index % self._chunk_size] = value
 
     # -- operations that shift items: rewrite from the change onwards -------
     def __delitem__(self, index):
@@ -167,13 +210,16 @@ class BigList(Persistent, MutableSequence):
             raise IndexError("list index out of range")
         return index
 
+    def _new_chunk(self, items):
+        return Chunk(items, capacity=self._chunk_size)
+
     def _replace_all(self, items):
         self.clear()
         self._fill(items, start=0)
 
     def _truncate(self, start):
         """Drop items from ``start`` on (chunks after it go, its chunk is cut)."""
-        chunk_no, offset = divmod(start, CHUNK_SIZE)
+        chunk_no, offset = divmod(start, self._chunk_size)
         for number in list(self._chunks.keys(min=chunk_no + (1 if offset else 0))):
             del self._chunks[number]
         if offset:
@@ -185,11 +231,11 @@ class BigList(Persistent, MutableSequence):
         assert start == self._length
         position = 0
         while position < len(items):
-            chunk_no, offset = divmod(self._length, CHUNK_SIZE)
-            room = CHUNK_SIZE - offset
+            chunk_no, offset = divmod(self._length, self._chunk_size)
+            room = self._chunk_size - offset
             piece = items[position:position + room]
             if offset == 0:
-                self._chunks[chunk_no] = Chunk(piece)
+                self._chunks[chunk_no] = self._new_chunk(piece)
             else:
                 self._chunks[chunk_no].extend(piece)
             self._length += len(piece)

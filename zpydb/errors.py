@@ -27,6 +27,7 @@ The tree::
     ├── UnsafeClassError          a record names a class zpydb never stores (not loaded)
     ├── DatabaseLockedError       an embedded Data.fs is in use by another process
     ├── PackError                 a pack refused or failed (carries .url)
+    ├── FormatError               the database's stored format is newer than this zpydb
     └── URLError (ValueError)     a URL zpydb cannot open
 
     KeyboardInterrupt
@@ -160,6 +161,22 @@ class PackError(Error):
     def __init__(self, url, message):
         self.url = url
         super().__init__(f"{url}: {message}")
+
+
+class FormatError(Error):
+    """The database was written in a stored format this zpydb does not know (a newer one).
+
+    Reading it with the old rules could misread it silently, so zpydb refuses
+    to open it.  ``url`` names the database, ``found`` is the format stored in
+    it and ``supported`` the newest format this zpydb reads.
+    """
+
+    def __init__(self, url, found, supported):
+        self.url, self.found, self.supported = url, found, supported
+        super().__init__(
+            f"{url}: refused to open: the database is in stored format {found!r} and this "
+            f"zpydb reads formats 0 to {supported} only (a newer zpydb wrote it: upgrade "
+            f"zpydb to open it); nothing was read or changed")
 
 
 class URLError(Error, ValueError):

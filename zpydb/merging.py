@@ -33,7 +33,7 @@ from persistent.list import PersistentList
 from ZODB.ConflictResolution import PersistentReference
 from ZODB.POSException import ConflictError
 
-__all__ = ["Counter", "AppendList", "is_counter", "retire", "same_items"]
+__all__ = ["Counter", "AppendList", "is_counter", "merge_appends", "retire", "same_items"]
 
 
 class Counter(Persistent):
@@ -83,7 +83,7 @@ class AppendList(PersistentList):
     """A list record in which concurrent appends merge (both kept, commit order).
 
     ``capacity`` (None: unbounded) refuses a merge that would make the list
-    longer than that: BigList chunks must not outgrow their fixed size.
+    longer than that (BigList chunks, biglist.Chunk, keep theirs in their state).
     """
 
     capacity = None
@@ -91,13 +91,22 @@ class AppendList(PersistentList):
     def _p_resolveConflict(self, old, committed, new):
         if set(old) != {"data"} or set(committed) != {"data"} or set(new) != {"data"}:
             raise ConflictError("an unexpected list state")
-        base, theirs, ours = old["data"], committed["data"], new["data"]
-        if not (same_items(theirs[:len(base)], base) and same_items(ours[:len(base)], base)):
-            raise ConflictError("items were changed or removed, not only appended")
-        merged = list(theirs) + list(ours[len(base):])
-        if self.capacity is not None and len(merged) > self.capacity:
-            raise ConflictError("the merged appends do not fit in one chunk")
-        return {"data": merged}
+        return {"data": merge_appends(old["data"], committed["data"], new["data"],
+                                      self.capacity)}
+
+
+def merge_appends(base, theirs, ours, capacity=None):
+    """Both transactions' appends to the items ``base``: theirs, then ours.
+
+    Refuses (ConflictError) unless both only appended, and past ``capacity``
+    items (None: unbounded).
+    """
+    if not (same_items(theirs[:len(base)], base) and same_items(ours[:len(base)], base)):
+        raise ConflictError("items were changed or removed, not only appended")
+    merged = list(theirs) + list(ours[len(base):])
+    if capacity is not None and len(merged) > capacity:
+        raise ConflictError("the merged appends do not fit in one chunk")
+    return merged
 
 
 def retire(lst):

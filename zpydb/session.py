@@ -33,6 +33,12 @@ from . import errors, interrupts, outcome
 from .storage import SERVER_BEHIND_MESSAGE, OpenDatabase, server_behind_cache
 
 DATA_KEY = "zpydb"  # the OOBTree under ZODB's root PersistentMapping that holds db's keys
+#: The root key beside DATA_KEY that holds the stored format (docs/architecture.md).
+#: Missing: format 0, written before the format was recorded.
+FORMAT_KEY = "zpydb_format"
+#: The newest stored format this code reads and the one it writes.
+#: 1: BigLists record their chunk size, chunks their capacity (biglist.py).
+FORMAT_VERSION = 1
 NOTE_LIMIT = 300
 LOOKUP_TRIES = 20  # outcome lookups after a broken commit, within wait_timeout
 
@@ -226,22 +232,48 @@ class Session:
             raise errors.Error(f"the database {self.name} is closed")
 
     def _ensure_data_root(self):
-        """Create the OOBTree that holds db's keys, once, in its own transaction."""
+        """Check the stored format; create the data root and stamp the format, once.
+
+        A format newer than :data:`FORMAT_VERSION` is refused (FormatError).
+        A new database gets the OOBTree that holds db's keys and the format in
+        one transaction (``init``); an older one (format 0: no stamp) gets the
+        stamp alone (``format``, which undo/redo and history pass over), its
+        records stay as they are (they read with the legacy defaults).
+        Read-only opens only check.  Two clients opening at once conflict on
+        the root: the loser looks again and finds the work done.
+        """
         tm, conn = self.connection()
         with translate_errors(self.name):
-            tm.begin()
-            root = conn.root()
-            if DATA_KEY in root or self.options.read_only:
-                tm.abort()
-                return
-            root[DATA_KEY] = OOBTree()
-            txn = tm.get()
-            txn.note("zpydb: create the data root")
-            txn.setExtendedInfo(DATA_KEY, "init")
-            try:
-                tm.commit()
-            except POS.ReadOnlyError:
-                tm.abort()
+            for attempt in range(3):
+                tm.begin()
+                try:
+                    root = conn.root()
+                    check_format(root, self.name)
+                except BaseException:
+                    tm.abort()
+                    raise
+                create = DATA_KEY not in root
+                stamped = root.get(FORMAT_KEY) == FORMAT_VERSION
+                if self.options.read_only or (stamped and not create):
+                    tm.abort()
+                    return
+                if create:
+                    root[DATA_KEY] = OOBTree()
+                root[FORMAT_KEY] = FORMAT_VERSION
+                txn = tm.get()
+                txn.note("zpydb: create the data root" if create else
+                         f"zpydb: record stored format {FORMAT_VERSION}")
+                txn.setExtendedInfo(DATA_KEY, "init" if create else "format")
+                try:
+                    tm.commit()
+                    return
+                except POS.ReadOnlyError:
+                    tm.abort()
+                    return
+                except POS.ConflictError:
+                    tm.abort()
+                    if attempt == 2:
+                        raise
 
     # -- statements --------------------------------------------------------
     def read(self, func):
@@ -407,6 +439,13 @@ def _forget_prefetched_oids_on_reconnect(storage):
         return connected(conn, info)
 
     storage.notify_connected = notify_connected
+
+
+def check_format(root, name):
+    """Refuse a database whose stored format is newer than this code (FormatError)."""
+    found = root.get(FORMAT_KEY, 0)
+    if type(found) is not int or not 0 <= found <= FORMAT_VERSION:
+        raise errors.FormatError(name, found, FORMAT_VERSION)
 
 
 def data_root(conn):

@@ -7,7 +7,9 @@ zpydb commits carries an extension key ``zpydb`` saying what it was:
 * ``write``: a change made by a statement or a transaction block;
 * ``undo``:  ``DB.undo()`` of the entry whose log id is in ``zpydb_target``;
 * ``redo``:  ``DB.undo()`` of an ``undo`` entry (undoing an undo re-applies it);
-* ``init``:  creation of the data root (never undone).
+* ``init``:  creation of the data root (never undone);
+* ``format``: the stored-format stamp written into an older database
+  (session.py); it touches only ZODB's root mapping, and the walks pass over it.
 
 The log (``DB.undoInfo``; its ``filter`` argument does not travel over ZEO, so
 the walk filters here) is read newest first:
