@@ -9,7 +9,7 @@
 """
 
 from .database import Database, client, connect
-from .errors import (StorageError, BadArgumentError, BadIndexError, ConflictError, DatabaseLockedError, DisconnectedError,
+from .errors import (AttributeNotFoundError, StorageError, BadArgumentError, BadIndexError, ConflictError, DatabaseLockedError, DisconnectedError,
                      Error, KeyNotFoundError, NotAContainerError, PathError, ReadOnlyError,
                      UndoError, UnorderableKeyError, UnstorableValueError, URLError,
                      OperationError, UnsafeClassError, ValueNotFoundError, CommitInterrupted)
@@ -23,5 +23,5 @@ __all__ = [
     "Error", "PathError", "KeyNotFoundError", "BadIndexError", "NotAContainerError",
     "UnstorableValueError", "UnorderableKeyError", "ValueNotFoundError", "ConflictError",
     "UndoError", "ReadOnlyError", "DisconnectedError", "StorageError", "DatabaseLockedError", "URLError",
-    "BadArgumentError", "OperationError", "UnsafeClassError", "CommitInterrupted",
+    "BadArgumentError", "AttributeNotFoundError", "OperationError", "UnsafeClassError", "CommitInterrupted",
 ]
