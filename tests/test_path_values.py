@@ -285,6 +285,16 @@ def test_str_values_are_read_only_sequences(db):
     assert db["l"].value() == ["xy", "bcd"] and db["l"][0][1] == "y"
 
 
+def test_a_path_inside_a_stored_value_says_to_call_value(db):
+    db["d"] = {"a": 1}
+    assert {**db["d"]}["a"] == 1 and isinstance(dict(db["d"])["a"], zpydb.Path)  # references
+    with pytest.raises(zpydb.UnstorableValueError, match=r"store db\['d'\]\['a'\]\.value\(\)"):
+        db["x"] = [db["d"]["a"], 2]
+    db["x"] = [db["d"]["a"].value(), 2]
+    db["y"] = db["d"]                   # a path itself is copied
+    assert db["x"] == [1, 2] and db["y"] == {"a": 1}
+
+
 def test_paths_of_a_transaction_block_follow_the_same_rule(db):
     db["n"] = 4
     db["s"] = "ab"
