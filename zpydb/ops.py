@@ -223,6 +223,10 @@ def call_reader(root, steps, name, args, kwargs, visit=None):
     path = format_path(steps)
     if isinstance(node, SEQUENCE_VALUES) and name in SEQUENCE_READERS:
         return _sequence_reader(node, name, args, path)  # Python checks the arguments
+    if name == "bool" and nodes.is_container(node):
+        return len(node) > 0  # `if db['l']:` does not copy the list
+    if name == "bool":
+        return apply_unary(f"bool({path})", bool, nodes.to_plain(node), path)
     if name in ARITY:
         _check_arity(name, args, path)
     if name == "len":

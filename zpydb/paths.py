@@ -337,7 +337,10 @@ class Path:
     __complex__ = _unary("complex", complex, "complex")
     __bytes__ = _unary("bytes", bytes, "bytes")
     __str__ = _unary("str", str, "str")
-    __bool__ = _unary("bool", bool, "bool")
+
+    def __bool__(self):
+        """``bool`` of the value; a dict or list is not copied for it."""
+        return self._reader("bool")
 
     def __round__(self, ndigits=None):
         if ndigits is None:
