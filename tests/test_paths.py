@@ -105,7 +105,8 @@ def test_read_protocols(db):
     assert sorted(db["d"]) == ["a", "b"] and list(db["l"]) == [1, [2]]
     assert db["d"] == {"a": 1, "b": 2} and db["l"] != [1]
     assert db["l"][0] + 1 == 2 and bool(db["l"])
-    assert repr(db["d"]) == "{'a': 1, 'b': 2}"
+    assert str(db["d"]) == "{'a': 1, 'b': 2}"          # str() reads, like int()
+    assert repr(db["d"]) == "<zpydb.Path db['d']>"     # repr() is the reference: no I/O
 
 
 def test_reads_never_write_a_transaction(db):
@@ -298,5 +299,6 @@ def test_messages_name_types_with_the_right_article(db):
         db["z"][0]._run()
     with pytest.raises(zpydb.NotAContainerError, match="an int has no method append"):
         db["n"].append(1)
-    with pytest.raises(zpydb.NotAContainerError, match="a str has no items"):
-        len(db["s"])
+    with pytest.raises(zpydb.NotAContainerError, match="an int has no items"):
+        len(db["n"])
+    assert len(db["s"]) == 4                # a str value has a length (issue 13 item 2)

@@ -299,8 +299,9 @@ class ModelError(Exception):
     """The model's verdict: zpydb must refuse this statement."""
 
 
-def m_child(node, step):
-    """``node[step]`` as zpydb reads it (a slice of a list is a copy)."""
+def m_child(node, step, for_write=False):
+    """``node[step]`` as zpydb reads it (a slice of a list is a copy; a str, bytes or
+    tuple value is indexed as Python does, for reading only)."""
     if isinstance(node, dict):
         if not m_hashable(step) or isinstance(step, slice) or step not in node:
             raise ModelError("no such key")
@@ -311,6 +312,8 @@ def m_child(node, step):
         if type(step) is not int:
             raise ModelError("list index")
         return node[step]  # IndexError
+    if not for_write and isinstance(node, (str, bytes, tuple)):
+        return node[step]  # IndexError, TypeError, ValueError: zpydb errors too
     raise ModelError("not a container")
 
 
@@ -327,7 +330,7 @@ def m_traverse(root, steps, for_write=False):
     for step in steps:
         if for_write and isinstance(step, slice):
             raise ModelError("write through a slice")
-        node = m_child(node, step)
+        node = m_child(node, step, for_write)
     return node
 
 
@@ -426,7 +429,7 @@ class Statement:
         self._kind = target
         if op == "read":
             return m_plain(target)
-        if op in ("len", "iter", "in") and not isinstance(target, (dict, list)):
+        if op in ("len", "iter", "in") and not isinstance(target, (dict, list, str, bytes, tuple)):
             raise ModelError("not a container")
         if op == "len":
             return len(target)
@@ -447,7 +450,7 @@ class Statement:
                     raise ModelError("slice of a non-list")
                 del parent[key]
             else:
-                m_child(parent, key)
+                m_child(parent, key, for_write=True)
                 del parent[key]
             return None
         if self.op == "iadd":
@@ -532,6 +535,8 @@ class Statement:
                 return [m_plain(target[key]) for key in sorted(target)]
             result = getattr(target, op)(*args)
             return sorted(result) if op in ("keys", "items") else m_plain(result)
+        if isinstance(target, (str, bytes, tuple)) and op in ("index", "count"):
+            return getattr(target, op)(*args)  # read-only sequences (issue 13 item 2)
         raise ModelError(f"no method {op}")
 
 

@@ -9,8 +9,8 @@
 """
 
 from .database import Database, client, connect
-from .errors import (StorageError, BadArgumentError, BadIndexError, ConflictError, DatabaseLockedError, DisconnectedError,
-                     FormatError,
+from .errors import (AttributeNotFoundError, StorageError, BadArgumentError, BadIndexError,
+                     ConflictError, DatabaseLockedError, DisconnectedError, FormatError,
                      Error, KeyNotFoundError, NotAContainerError, PathError, ReadOnlyError,
                      UndoError, UnorderableKeyError, UnstorableValueError, URLError,
                      OperationError, UnsafeClassError, ValueNotFoundError, CommitInterrupted, PackError)
@@ -24,6 +24,6 @@ __all__ = [
     "Error", "PathError", "KeyNotFoundError", "BadIndexError", "NotAContainerError",
     "UnstorableValueError", "UnorderableKeyError", "ValueNotFoundError", "ConflictError",
     "UndoError", "ReadOnlyError", "DisconnectedError", "StorageError", "DatabaseLockedError",
-    "FormatError", "URLError", "BadArgumentError", "OperationError", "UnsafeClassError",
-    "CommitInterrupted", "PackError",
+    "FormatError", "URLError", "BadArgumentError", "AttributeNotFoundError", "OperationError",
+    "UnsafeClassError", "CommitInterrupted", "PackError",
 ]

@@ -25,6 +25,13 @@ class Database(Path):
     def _session(self):
         return self._executor.session
 
+    def __repr__(self):
+        """``<zpydb.Database on /path/Data.fs>``: no I/O, never raises (also once closed)."""
+        try:
+            return f"<zpydb.Database on {self._session.name}>"
+        except Exception:
+            return "<zpydb.Database>"
+
     # -- undo / redo (undo.py) --------------------------------------------
     def undo(self):
         """Undo the newest change still in effect, made by any client.

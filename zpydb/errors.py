@@ -17,6 +17,7 @@ The tree::
     │   │                                       a cycle, or nesting past MAX_DEPTH
     │   ├── UnorderableKeyError   (TypeError)   dict keys that cannot be ordered
     │   ├── ValueNotFoundError    (ValueError)  list.remove / list.index miss
+    │   ├── AttributeNotFoundError (AttributeError) db['n'].upper: the value has no such attribute
     │   ├── BadArgumentError      (TypeError, ValueError)  wrong arguments to a method
     │   └── OperationError        (TypeError)   values that cannot do what was asked
     ├── ConflictError             another client changed the same data (retry)
@@ -79,6 +80,13 @@ class UnorderableKeyError(PathError, TypeError):
 
 class ValueNotFoundError(PathError, ValueError):
     """``remove(x)`` / ``index(x)`` on a list without ``x``."""
+
+
+class AttributeNotFoundError(PathError, AttributeError):
+    """``db['n'].upper``: the value at the path has no such (public) attribute."""
+
+    def __init__(self, path, message):
+        PathError.__init__(self, path, message)  # AttributeError's own keywords stay unset
 
 
 class BadArgumentError(PathError, TypeError, ValueError):

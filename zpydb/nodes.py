@@ -108,6 +108,11 @@ def to_node(value, path="db", level=1, parents=()):
     converter = _extra_converter(value)
     if converter is not None:
         return converter(value)
+    if type(value).__module__ == "zpydb.paths":  # a Path inside a list/dict/tuple
+        raise UnstorableValueError(
+            path, f"{value._expr()} inside a value is a reference, not a value: store "
+                  f"{value._expr()}.value() (assigning a path itself, db[...] = "
+                  f"{value._expr()}, copies it)")
     raise UnstorableValueError(
         path, f"cannot store a value of type {type(value).__name__}; zpydb stores dict, "
               f"list, range, tuple, str, bytes, int, float, bool, None and zpydb.File")

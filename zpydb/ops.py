@@ -24,12 +24,15 @@ from ZODB.POSException import POSError
 
 from . import merging, nodes
 from .biglist import BIG_LIST_THRESHOLD, BigList
-from .errors import (BadArgumentError, BadIndexError, Error, KeyNotFoundError,
+from .errors import (AttributeNotFoundError, BadArgumentError, BadIndexError, Error, KeyNotFoundError,
                      NotAContainerError, OperationError, UnorderableKeyError, ValueNotFoundError)
 
 LIST_WRITERS = {"append", "extend", "insert", "pop", "remove", "sort", "reverse", "clear"}
 DICT_WRITERS = {"update", "setdefault", "pop", "popitem", "clear"}
 LIST_READERS = {"index", "count"}
+#: Stored values that are read-only sequences: ``db['s'][0]`` reads a character,
+#: ``len``/``in``/iteration/``index``/``count`` work on them, nothing writes into them.
+SEQUENCE_VALUES = (str, bytes, tuple)
 DICT_READERS = {"get", "keys", "values", "items"}
 
 #: (fewest, most) positional arguments of each method, checked before anything
@@ -65,12 +68,16 @@ def traverse(root, steps, visit=None, for_write=False):
         if for_write and isinstance(step, slice):
             raise NotAContainerError(format_path(steps[:depth + 1]),
                                      "cannot change data through a slice; index the list itself")
-        node = child(node, step, steps[:depth + 1], visit)
+        node = child(node, step, steps[:depth + 1], visit, for_write)
     return node
 
 
-def child(node, step, steps, visit=None):
-    """``node[step]`` with zpydb's errors; ``steps`` is the path of the child."""
+def child(node, step, steps, visit=None, for_write=False):
+    """``node[step]`` with zpydb's errors; ``steps`` is the path of the child.
+
+    A str, bytes or tuple value is indexed (and sliced) as Python does, for
+    reading only: ``for_write`` treats it as the scalar it is.
+    """
     if nodes.is_dict_node(node):
         value = nodes.MISSING if isinstance(step, slice) else nodes.find(node, step)
         if value is nodes.MISSING:
@@ -79,6 +86,8 @@ def child(node, step, steps, visit=None):
     elif nodes.is_list_node(node):
         value = _list_child(node, step, steps)
         _visit(visit, node, step)
+    elif not for_write and isinstance(node, SEQUENCE_VALUES):
+        value = _sequence_child(node, step, steps)
     else:
         raise NotAContainerError(format_path(steps),
                                  f"{format_path(steps[:-1])} is {nodes.describe_type(node)}, "
@@ -98,6 +107,21 @@ def _list_child(node, step, steps):
         return node[step]
     except IndexError:
         raise BadIndexError(format_path(steps), _out_of_range(step, node)) from None
+
+
+def _sequence_child(value, step, steps):
+    """``'abc'[0]``, ``b'ab'[1:]``, ``(1, 2)[-1]``: Python's own indexing, zpydb's errors."""
+    path = format_path(steps)
+    try:
+        return value[step]
+    except IndexError:
+        raise BadIndexError(path, f"index {nodes.short_repr(step, 40)} out of range for "
+                                  f"{nodes.describe_type(value)} of {len(value)} items") from None
+    except ValueError as exc:  # a slice step of 0
+        raise BadArgumentError(path, f"bad slice: {exc}") from None
+    except TypeError:
+        raise NotAContainerError(path, f"{nodes.type_name(value)} indices must be integers or "
+                                       f"slices, not {type(step).__name__}") from None
 
 
 def _out_of_range(index, lst):
@@ -197,6 +221,12 @@ def call_reader(root, steps, name, args, kwargs, visit=None):
     node = traverse(root, steps, visit)
     _visit_all(visit, node)
     path = format_path(steps)
+    if isinstance(node, SEQUENCE_VALUES) and name in SEQUENCE_READERS:
+        return _sequence_reader(node, name, args, path)  # Python checks the arguments
+    if name == "bool" and nodes.is_container(node):
+        return len(node) > 0  # `if db['l']:` does not copy the list
+    if name == "bool":
+        return apply_unary(f"bool({path})", bool, nodes.to_plain(node), path)
     if name in ARITY:
         _check_arity(name, args, path)
     if name == "len":
@@ -212,6 +242,49 @@ def call_reader(root, steps, name, args, kwargs, visit=None):
     if nodes.is_list_node(node) and name in LIST_READERS:
         return _list_reader(node, name, args, path)
     raise _no_method(node, name, path)
+
+
+def read_attribute(root, steps, name, visit=None):
+    """``db['s'].upper``: a public attribute of the value, taken from a plain copy.
+
+    A dict or list is not copied for a name that dicts or lists do not have
+    (``db.hisotry()`` does not read the whole database to say so).
+    """
+    node = traverse(root, steps, visit)
+    path = format_path(steps)
+    kind = dict if nodes.is_dict_node(node) else list if nodes.is_list_node(node) else None
+    if kind is not None and not hasattr(kind, name):
+        raise AttributeNotFoundError(path, f"{nodes.describe_type(node)} has no attribute {name!r}")
+    _visit_all(visit, node)
+    value = nodes.to_plain(node)
+    try:
+        return getattr(value, name)
+    except AttributeError:
+        raise AttributeNotFoundError(
+            path, f"{nodes.describe_type(value)} has no attribute {name!r}") from None
+
+
+SEQUENCE_READERS = {"len", "contains", "iter", "index", "count"}
+
+
+def _sequence_reader(value, name, args, path):
+    """``len``, ``in``, iteration, ``index`` and ``count`` of a str, bytes or tuple value."""
+    if name == "len":
+        return len(value)
+    if name == "iter":
+        return list(value)
+    try:
+        if name == "contains":
+            return args[0] in value
+        return getattr(value, name)(*args)
+    except PASS_THROUGH:
+        raise
+    except ValueError:
+        raise ValueNotFoundError(path, f"{nodes.short_repr(args[0], 60)} is not in "
+                                       f"{nodes.describe_type(value)}") from None
+    except TypeError as exc:
+        what = "in" if name == "contains" else f"{name}()"
+        raise BadArgumentError(path, f"{what} on {nodes.describe_type(value)}: {exc}") from None
 
 
 def contains(node, item, path):
@@ -290,6 +363,18 @@ def apply_operator(symbol, func, left, right, path, shown=None):
                                    f"{nodes.describe_type(right)}): {_exc_text(exc)}") from exc
 
 
+def apply_unary(shown, func, value, path):
+    """``func(value)`` for a unary operation (``-db['n']``, ``abs(db['n'])``, ``format``...),
+    failing as an OperationError naming the path, as :func:`apply_operator` does."""
+    try:
+        return func(value)
+    except PASS_THROUGH:
+        raise
+    except Exception as exc:
+        raise OperationError(path, f"cannot compute {shown} ({nodes.describe_type(value)}): "
+                                   f"{_exc_text(exc)}") from exc
+
+
 def convert(value, kind, func, path):
     """``func(value)`` (``int(db['n'])``...); a value that does not convert is an OperationError."""
     try:
@@ -366,7 +451,7 @@ def del_item(root, steps, visit=None):
     parent = traverse(root, steps[:-1], visit, for_write=True)
     key, path = steps[-1], format_path(steps)
     if not isinstance(key, slice):
-        child(parent, key, steps)
+        child(parent, key, steps, for_write=True)
         if nodes.is_dict_node(parent):
             key = nodes.exact_key(key)
     elif not nodes.is_list_node(parent):

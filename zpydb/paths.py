@@ -1,21 +1,36 @@
-"""Lazy path proxies: Python subscript syntax mapped onto reads and writes.
+"""Paths: references to places in the database, with Python syntax for reads and writes.
 
 ``db['a'][0]['b']`` builds a :class:`Path` (a tuple of subscripts) and does no
-I/O.  What you do with it decides the transaction:
+I/O, like a ``pathlib.Path`` or a Firebase reference.  ONE rule decides what
+the rest does: **a Path behaves as the value it refers to, read when it is
+used; an operation that changes data writes it.**
 
-* ``._run()``, ``repr``, iteration, ``len``, ``in``, ``==``, ``get`` / ``keys`` /
-  ``values`` / ``items`` / ``index`` / ``count``: one read transaction, plain
-  values back, nothing written;
+* ``.value()`` (``._run()`` for pyzdb code): one read transaction, a plain copy;
+* every operator of the value's type reads the value, from either side:
+  ``+ - * @ / // % ** divmod << >> & ^ |`` and their reflected forms, unary
+  ``- + ~``, ``abs round math.trunc/floor/ceil``, comparisons, ``int float
+  complex bytes str format`` and ``operator.index``, ``bool len iter reversed
+  in``; a failure is an OperationError (a TypeError) naming the path;
+* read methods: ``get keys values items index count`` of dicts and lists (and
+  ``index``/``count`` of str, bytes and tuples), and any other public attribute
+  of the value (``db['s'].upper()``, ``db['n'].bit_length()``): a read, then the
+  attribute of the plain copy;
 * ``p[k] = v``, ``del p[k]``, ``append`` / ``extend`` / ``insert`` / ``pop`` /
   ``remove`` / ``sort`` / ``reverse`` / ``clear`` / ``update`` / ``setdefault`` /
   ``popitem``: one durable transaction each, noted like the statement;
-* ``p += x`` (and the other augmented operators): read, compute and write in
+* ``p += x`` (and every other augmented operator): read, compute and write in
   ONE transaction, so concurrent increments are never lost.
 
-A Path runs its operations through an *executor* (transactions.py's
-``Autocommit`` and ``Block``), so the same proxy code serves both.
+Not values: ``repr(p)`` shows the path (``<zpydb.Path db['a']>``) without any
+I/O and never raises; ``hash(p)`` raises TypeError (the value behind a path can
+change, so no hash can match ``==``), and ``isinstance``, ``is``, ``json``,
+``copy`` and ``pickle`` see the reference: use ``p.value()`` there.
+
+A Path runs its operations through an *executor* (transactions.py: autocommit
+statements and transaction blocks), so the same proxy code serves both.
 """
 
+import math
 import operator
 
 from . import nodes, ops
@@ -23,11 +38,39 @@ from . import nodes, ops
 _MISSING = object()
 
 
+def _binary(symbol, func, name):
+    """``path <symbol> other`` and ``other <symbol> path``: both read the value."""
+
+    def forward(self, other):
+        return self._compute(symbol, func, other)
+
+    def reflected(self, other):
+        return self._compute(symbol, lambda mine, theirs: func(theirs, mine), other,
+                             f"{_short_repr(other, 60)} {symbol} {self._expr()}")
+
+    forward.__name__, reflected.__name__ = f"__{name}__", f"__r{name}__"
+    forward.__doc__ = f"``value {symbol} other`` (reads the value)."
+    reflected.__doc__ = f"``other {symbol} value`` (reads the value)."
+    return forward, reflected
+
+
+def _unary(symbol, func, name):
+    def method(self):
+        return self._apply(symbol, func)
+
+    method.__name__ = f"__{name}__"
+    method.__doc__ = f"``{symbol}`` of the value (reads it)."
+    return method
+
+
 class Path:
-    """A lazy reference to one place in the database."""
+    """A reference to one place in the database; used as a value, it reads that value.
+
+    See the module docstring for the rule.  ``value()`` reads a plain copy;
+    ``repr()`` never does I/O.
+    """
 
     __slots__ = ("_executor", "_steps")
-    __hash__ = None  # == compares values, so paths are not hashable
 
     def __init__(self, executor, steps=()):
         object.__setattr__(self, "_executor", executor)
@@ -35,20 +78,50 @@ class Path:
 
     # -- building paths (no I/O) ------------------------------------------
     def __getitem__(self, key):
-        return Path(self._executor, self._steps + (key,))
+        """A Path one level down; ``db['s'][0]`` is a Path too (reading it indexes the str).
+
+        A Path used as the key (``db['l'][db['i']]``) is read here, once.
+        """
+        return Path(self._executor, self._steps + (_key(key),))
 
     def _expr(self):
         """The path as Python source, e.g. ``db['l'][4]``."""
         return ops.format_path(self._steps)
 
+    def __repr__(self):
+        """``<zpydb.Path db['a'][0]>``: the path only, no I/O, never raises."""
+        try:
+            return f"<zpydb.Path {self._expr()}>"
+        except Exception:  # pragma: no cover - format_path never raises today
+            return "<zpydb.Path>"
+
+    def __hash__(self):
+        expr = self._expr()
+        raise TypeError(f"unhashable: {expr} is a reference whose value can change, so it has "
+                        f"no hash consistent with ==; use {expr}.value() (a plain copy) as a "
+                        f"dict key or set member")
+
     # -- reading ----------------------------------------------------------
-    def _run(self):
-        """The current committed value here, as a plain Python copy."""
+    def value(self):
+        """The current committed value here, as a plain Python copy (one read)."""
         return self._executor.read(lambda root, visit: ops.read(root, self._steps, visit))
+
+    _run = value  # pyzdb's name
 
     def _reader(self, name, *args, **kwargs):
         return self._executor.read(
             lambda root, visit: ops.call_reader(root, self._steps, name, args, kwargs, visit))
+
+    def __getattr__(self, name):
+        """Any other public attribute is the value's (``db['s'].upper()``): a read.
+
+        Private and dunder names never read (debuggers, IPython and ``copy``
+        probe them), so ``hasattr(p, '_x')`` is simply False.
+        """
+        if name.startswith("_"):
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        return self._executor.read(
+            lambda root, visit: ops.read_attribute(root, self._steps, name, visit))
 
     def get(self, key, default=None):
         return self._reader("get", key, default)
@@ -65,32 +138,20 @@ class Path:
     def index(self, value, *args):
         return self._reader("index", value, *args)
 
-    def count(self, value):
-        return self._reader("count", value)
+    def count(self, value, *args):
+        return self._reader("count", value, *args)
 
     def __len__(self):
         return self._reader("len")
 
     def __contains__(self, item):
-        return self._reader("contains", item)
+        return self._reader("contains", _plain(item))
 
     def __iter__(self):
         return iter(self._reader("iter"))
 
-    def __eq__(self, other):
-        return self._compute("==", operator.eq, other)
-
-    def __ne__(self, other):
-        return not self == other
-
-    def __bool__(self):
-        return bool(self._run())
-
-    def __repr__(self):
-        return repr(self._run())
-
-    def __str__(self):
-        return str(self._run())
+    def __reversed__(self):
+        return reversed(self._reader("iter"))
 
     def _ipython_key_completions_(self):
         """Keys for tab completion (IPython and the zpydb shell)."""
@@ -102,6 +163,7 @@ class Path:
 
     # -- writing ----------------------------------------------------------
     def __setitem__(self, key, value):
+        key = _key(key)
         if isinstance(value, _Applied) and value._steps == self._steps + (key,):
             return  # the augmented assignment already wrote it, atomically
         steps = self._steps + (key,)
@@ -111,7 +173,7 @@ class Path:
             lambda root, visit: ops.set_item(root, steps, _resolve(value, root), visit), note)
 
     def __delitem__(self, key):
-        steps = self._steps + (key,)
+        steps = self._steps + (_key(key),)
         self._executor.write(lambda root, visit: ops.del_item(root, steps, visit),
                              f"del {ops.format_path(steps)}")
 
@@ -153,7 +215,7 @@ class Path:
         return self._writer("clear")
 
     def update(self, other=(), **kwargs):
-        other = other._run() if isinstance(other, Path) else other
+        other = other.value() if isinstance(other, Path) else other
         return self._writer("update", ops.mapping_arg(other, self._expr()), **kwargs)
 
     def setdefault(self, key, default=None):
@@ -182,6 +244,9 @@ class Path:
     def __imul__(self, other):
         return self._augment("*", operator.mul, other)
 
+    def __imatmul__(self, other):
+        return self._augment("@", operator.matmul, other)
+
     def __itruediv__(self, other):
         return self._augment("/", operator.truediv, other)
 
@@ -194,44 +259,71 @@ class Path:
     def __ipow__(self, other):
         return self._augment("**", operator.pow, other)
 
-    def __ior__(self, other):
-        return self._augment("|", operator.or_, other)
+    def __ilshift__(self, other):
+        return self._augment("<<", operator.lshift, other)
+
+    def __irshift__(self, other):
+        return self._augment(">>", operator.rshift, other)
 
     def __iand__(self, other):
         return self._augment("&", operator.and_, other)
 
-    # -- plain arithmetic reads the value ----------------------------------
+    def __ixor__(self, other):
+        return self._augment("^", operator.xor, other)
+
+    def __ior__(self, other):
+        return self._augment("|", operator.or_, other)
+
+    # -- every other operator reads the value -------------------------------
     def _compute(self, symbol, func, other, shown=None):
         """``func(value here, other)``; values that do not mix fail as an OperationError."""
-        return ops.apply_operator(symbol, func, self._run(), _plain(other), self._expr(), shown)
+        return ops.apply_operator(symbol, func, self.value(), _plain(other), self._expr(), shown)
 
-    def __add__(self, other):
-        return self._compute("+", operator.add, other)
+    def _apply(self, symbol, func):
+        """``func(value here)``; a value that cannot do it fails as an OperationError."""
+        expr = self._expr()
+        shown = f"{symbol}{expr}" if len(symbol) == 1 else f"{symbol}({expr})"
+        return ops.apply_unary(shown, func, self.value(), expr)
 
-    def __radd__(self, other):
-        return self._compute("+", lambda mine, theirs: theirs + mine, other,
-                             f"{nodes.short_repr(_plain(other), 60)} + {self._expr()}")
+    __add__, __radd__ = _binary("+", operator.add, "add")
+    __sub__, __rsub__ = _binary("-", operator.sub, "sub")
+    __mul__, __rmul__ = _binary("*", operator.mul, "mul")
+    __matmul__, __rmatmul__ = _binary("@", operator.matmul, "matmul")
+    __truediv__, __rtruediv__ = _binary("/", operator.truediv, "truediv")
+    __floordiv__, __rfloordiv__ = _binary("//", operator.floordiv, "floordiv")
+    __mod__, __rmod__ = _binary("%", operator.mod, "mod")
+    __divmod__, __rdivmod__ = _binary("divmod", divmod, "divmod")
+    __lshift__, __rlshift__ = _binary("<<", operator.lshift, "lshift")
+    __rshift__, __rrshift__ = _binary(">>", operator.rshift, "rshift")
+    __and__, __rand__ = _binary("&", operator.and_, "and")
+    __xor__, __rxor__ = _binary("^", operator.xor, "xor")
+    __or__, __ror__ = _binary("|", operator.or_, "or")
+    _pow, __rpow__ = _binary("**", operator.pow, "pow")
 
-    def __sub__(self, other):
-        return self._compute("-", operator.sub, other)
+    def __pow__(self, other, modulo=None):
+        if modulo is None:
+            return self._pow(other)
+        return self._compute("**", lambda mine, theirs: pow(mine, theirs, _plain(modulo)), other,
+                             f"pow({self._expr()}, {_short_repr(other, 60)}, "
+                             f"{_short_repr(modulo, 60)})")
 
-    def __mul__(self, other):
-        return self._compute("*", operator.mul, other)
+    # Comparisons: Python reflects them itself (``5 < p`` calls ``p > 5``).
+    __eq__ = _binary("==", operator.eq, "eq")[0]
+    __ne__ = _binary("!=", operator.ne, "ne")[0]
+    __lt__ = _binary("<", operator.lt, "lt")[0]
+    __le__ = _binary("<=", operator.le, "le")[0]
+    __gt__ = _binary(">", operator.gt, "gt")[0]
+    __ge__ = _binary(">=", operator.ge, "ge")[0]
 
-    def __lt__(self, other):
-        return self._compute("<", operator.lt, other)
-
-    def __le__(self, other):
-        return self._compute("<=", operator.le, other)
-
-    def __gt__(self, other):
-        return self._compute(">", operator.gt, other)
-
-    def __ge__(self, other):
-        return self._compute(">=", operator.ge, other)
-
+    __neg__ = _unary("-", operator.neg, "neg")
+    __pos__ = _unary("+", operator.pos, "pos")
+    __invert__ = _unary("~", operator.invert, "invert")
+    __abs__ = _unary("abs", abs, "abs")
+    __trunc__ = _unary("math.trunc", math.trunc, "trunc")
+    __floor__ = _unary("math.floor", math.floor, "floor")
+    __ceil__ = _unary("math.ceil", math.ceil, "ceil")
     def _convert(self, kind, func):
-        return ops.convert(self._run(), kind, func, self._expr())
+        return ops.convert(self.value(), kind, func, self._expr())
 
     def __int__(self):
         return self._convert("an int", int)
@@ -242,6 +334,22 @@ class Path:
     def __index__(self):
         return self._convert("an index", operator.index)
 
+    __complex__ = _unary("complex", complex, "complex")
+    __bytes__ = _unary("bytes", bytes, "bytes")
+    __str__ = _unary("str", str, "str")
+
+    def __bool__(self):
+        """``bool`` of the value; a dict or list is not copied for it."""
+        return self._reader("bool")
+
+    def __round__(self, ndigits=None):
+        if ndigits is None:
+            return self._apply("round", round)
+        return self._apply("round", lambda value: round(value, _plain(ndigits)))
+
+    def __format__(self, spec):
+        return self._apply("format", lambda value: format(value, spec))
+
 
 class _Applied(Path):
     """What ``p += x`` leaves behind: the same path, marked as already written."""
@@ -250,13 +358,22 @@ class _Applied(Path):
 
 
 def _plain(value):
-    return value._run() if isinstance(value, Path) else value
+    return value.value() if isinstance(value, Path) else value
+
+
+def _key(key):
+    """A subscript as stored in a path: a Path (also as a slice bound) is read now."""
+    if isinstance(key, Path):
+        return key.value()
+    if isinstance(key, slice) and any(isinstance(x, Path) for x in (key.start, key.stop, key.step)):
+        return slice(_plain(key.start), _plain(key.stop), _plain(key.step))
+    return key
 
 
 def _own_or_plain(value, executor):
     """A Path of another database (or transaction) is read now, as a plain value."""
     if isinstance(value, Path) and value._executor is not executor:
-        return value._run()
+        return value.value()
     return value
 
 

@@ -1,7 +1,7 @@
 """The ``zpydb shell``: pyzdb's ``> `` prompt on ``code.InteractiveConsole``.
 
 Python with ``db`` bound to the root proxy.  The values of bare expression
-statements are shown (a path is read with ``_run()``) and pretty-printed, at
+statements are shown (a path is read with ``value()``) and pretty-printed, at
 most ``MAX_LINES`` lines of them, with a note on how to see the rest.
 
 * At a terminal: REPL rules, as Python's own prompt (a block ends with an empty
@@ -54,7 +54,7 @@ class Shell(code.InteractiveConsole):
         if value is None:
             return
         if isinstance(value, Path):
-            value = value._run()
+            value = value.value()
             if value is None:
                 self.out.write("None\n")
                 return
@@ -245,7 +245,7 @@ class _Printer(pprint.PrettyPrinter):
 
     def format(self, obj, context, maxlevels, level):
         if isinstance(obj, Path):  # a path inside a displayed dict/list: its value
-            obj = obj._run()
+            obj = obj.value()
         if isinstance(obj, int) and not isinstance(obj, bool):
             return nodes.int_text(obj), True, False
         return super().format(obj, context, maxlevels, level)
