@@ -261,20 +261,18 @@ def open_database(url=None, options=None):
     """
     options = options or Options()
     url = normalize_url(url)
-    scheme = scheme_of(url)
-    cleanup = []
-    if scheme == "file":
+    if scheme_of(url) == "file":
         with _shared_lock:
             if url in _shared:
                 shared = _shared[url]
                 _check_same_options(shared, options)
                 shared.users += 1
                 return shared
-            opened = _open(url, options, cleanup)
+            opened = _open(url, options)
             opened.shared_key = url
             _shared[url] = opened
             return opened
-    return _open(url, options, cleanup)
+    return _open(url, options)
 
 
 def _check_same_options(opened, options):
@@ -291,21 +289,21 @@ def _check_same_options(opened, options):
                                 f"pass the same options, or close the other one first")
 
 
-def _open(url, options, cleanup):
-    storage, resolved, cleanup, dbkw = open_storage(url, options)
+def _open(url, options):
+    storage, url, cleanup, dbkw = open_storage(url, options)
     dbkw.setdefault("cache_size", options.connection_cache_size)
     try:
         db = ZODB.DB(storage, **safety.db_kwargs(dbkw))  # only zpydb's classes load
-    except ClientDisconnected as exc:  # ZODB.DB's first transaction pings the server
+    except BaseException as exc:
         storage.close()
-        raise DisconnectedError(
-            f"the connection to the ZEO server of {describe(url)} was lost while opening "
-            f"the database ({exc}); nothing was changed; connect again when the server "
-            f"is back") from None
-    except BaseException:
-        storage.close()
+        _remove_dirs(cleanup)
+        if isinstance(exc, ClientDisconnected):  # ZODB.DB's first transaction pings the server
+            raise DisconnectedError(
+                f"the connection to the ZEO server of {describe(url)} was lost while opening "
+                f"the database ({exc}); nothing was changed; connect again when the server "
+                f"is back") from None
         raise
-    return OpenDatabase(db, resolved, options, cleanup)
+    return OpenDatabase(db, url, options, cleanup)
 
 
 def open_storage(url, options=None):
