@@ -1,8 +1,10 @@
 """Opening databases from URLs (storage.py) and the connect()/client() entry points."""
 
 import os
+import ssl
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -180,3 +182,73 @@ def test_missing_tls_files_are_named(tmp_path, monkeypatch):
     message = str(caught.value)
     assert f"tls_ca 'ca.pme': no such file: {tmp_path}/ca.pme" in message
     assert "relative to the current directory" in message
+
+
+# -- storages are built directly: no generated config files, server_sync as an argument --
+
+def _spy_client_storage(monkeypatch):
+    """Record the keyword arguments zpydb builds ZEO's ClientStorage with."""
+    built = []
+
+    class Spy(storage.ClientStorage):
+        def __init__(self, address, **kw):
+            built.append(kw)
+            super().__init__(address, **kw)
+
+    monkeypatch.setattr(storage, "ClientStorage", Spy)
+    return built
+
+
+def test_connecting_writes_no_temporary_config_file(tmp_path, monkeypatch):
+    """Issue 13 item 1: TLS and embedded files used to go through a ZConfig file written
+    to the temporary directory; now the storages are built directly, so the temporary
+    directory stays empty (with a blob_dir given) or holds only the client's own blob
+    directory, which close() removes."""
+    from tests.servers import ZeoServer
+    from zpydb.certs import make_dev_certs
+
+    certs = make_dev_certs(tmp_path / "certs")
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    built = _spy_client_storage(monkeypatch)
+    tls = dict(tls_cert=certs["client"], tls_key=certs["client_key"], tls_ca=certs["ca"],
+               wait_timeout=10)
+    with ZeoServer(tmp_path / "zeo", kind="tls", certs=certs) as server:
+        with zpydb.connect(server.url, blob_dir=str(tmp_path / "blobs"), **tls) as db:
+            db["t"] = 1
+            assert list(scratch.iterdir()) == []
+        with zpydb.connect(server.url, **tls) as db:
+            assert db["t"]._run() == 1
+            made = list(scratch.iterdir())
+            assert [p.name.startswith("zpydb-blobs-") and p.is_dir() for p in made] == [True]
+            assert not [p for p in made[0].rglob("*") if p.suffix == ".conf"]
+        assert list(scratch.iterdir()) == []         # the private blob dir went with close()
+    assert len(built) == 2 and all(isinstance(kw["ssl"], ssl.SSLContext) for kw in built)
+    assert all(kw["ssl"].check_hostname and kw["ssl_server_hostname"] == "127.0.0.1"
+               for kw in built)
+    with zpydb.connect(str(tmp_path / "x.fs")) as db:  # embedded: FileStorage with blob_dir
+        db["f"] = zpydb.File(b"data", name="f.bin")
+        assert isinstance(db._session.db.storage, storage.FileStorage)
+        assert db._session.db.storage.blob_dir == str(tmp_path / "x.fs.blobs")
+    assert list(scratch.iterdir()) == []
+
+
+def test_fresh_reads_is_server_sync_set_by_the_constructor(zeo_server, monkeypatch):
+    """fresh_reads=True is ClientStorage(server_sync=True): a client sees another
+    client's acknowledged write at its very next statement, with no patching of a
+    connected storage."""
+    built = _spy_client_storage(monkeypatch)
+    reader = zpydb.connect(zeo_server.url, wait_timeout=10)
+    writer = zpydb.connect(zeo_server.url, wait_timeout=10)
+    local = zpydb.connect(zeo_server.url, wait_timeout=10, fresh_reads=False)
+    try:
+        assert [kw["server_sync"] for kw in built] == [True, True, False]
+        assert reader._session.db.storage.server_sync is True
+        assert local._session.db.storage.server_sync is False
+        for i in range(20):
+            writer["n"] = i
+            assert reader["n"]._run() == i          # immediately, not eventually
+    finally:
+        for db in (reader, writer, local):
+            db.close()

@@ -1,35 +1,49 @@
-"""Turning a database URL into an open ``ZODB.DB``.
+"""Turning a database URL into an open ``ZODB.DB``: parse options, build the storage, open.
 
-zodburi does the URL parsing and finds the storage backend through its
-``zodburi.resolvers`` entry points (file, memory, zeo, zconfig, demo, and
-RelStorage's postgres/mysql/sqlite when installed).  This module only adds what
-zodburi cannot express:
+The two storages zpydb configures itself are built directly with their constructors:
 
-* shorthands: ``None`` (``$ZPYDB_URL`` or the embedded default), a plain file
-  path, and ``host:port`` for a ZEO server;
-* ZEO client defaults zpydb promises: a bounded wait for the server, a private
-  client blob directory, up-to-date reads (``server_sync``);
-* TLS for ZEO: zodburi's ``zeo://`` has no TLS parameters, so TLS keyword
-  arguments are written into a ZEO ``<clientstorage>`` ZConfig section and
-  resolved through zodburi's own ``zconfig://`` scheme;
-* error messages that name the URL.
+* a ZEO server (``zeo://host:port``, ``host:port``) ->
+  ``ZEO.ClientStorage.ClientStorage(addr, ssl=..., server_sync=..., wait_timeout=...,
+  blob_dir=..., cache_size=..., client=..., var=..., read_only=...)``, with an
+  ``ssl.SSLContext`` built from the ``tls_*`` options;
+* an embedded file (a path, ``file://PATH?blobstorage_dir=DIR``) ->
+  ``ZODB.FileStorage.FileStorage(path, blob_dir=..., read_only=...)``.
+
+zodburi cannot express what zpydb needs there: its ``zeo://`` has no TLS parameters
+and does not pass ``server_sync``, and its ``file://`` wraps the FileStorage in
+``ZODB.blob.BlobStorage``, whose ``undo`` fails (POSKeyError) on undo/redo/undo of a
+replaced blob.  Going through it meant writing temporary ZConfig files and patching
+a connected ClientStorage's private attributes; the constructors take all of it as
+arguments, and the options stay Python values instead of URL query strings.
+
+zodburi stays for every other scheme (memory, zconfig, demo, file URLs with other
+parameters, RelStorage's postgres/mysql/sqlite when installed), found through its
+``zodburi.resolvers`` entry points: zpydb adds nothing to those but a private blob
+directory for RelStorage and ``read_only``.  zodburi's declarative parameter lists
+also parse the query of a ``zeo://`` URL, so its parameters keep working.
+
+This module also adds the shorthands (``None``: ``$ZPYDB_URL`` or the embedded
+default, a plain file path, ``host:port``), zpydb's ZEO client defaults (a bounded
+wait for the server, a private client blob directory, up-to-date reads), and error
+messages that name the URL.
 """
 
 import atexit
 import os
 import shutil
+import ssl
 import tempfile
-import textwrap
 import threading
 from dataclasses import dataclass, fields
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-import ssl
-
 import ZConfig
 import ZODB
 import zodburi
+from zodburi.datatypes import convert_bytesize
+from zodburi.resolvers import ClientStorageURIResolver, FileStorageURIResolver
 from ZEO.ClientStorage import ClientStorage
+from ZODB.FileStorage import FileStorage
 from ZODB.FileStorage.FileStorage import packed_version
 from ZEO.Exceptions import ClientDisconnected
 from zc.lockfile import LockError
@@ -48,7 +62,7 @@ ZEO_DEFAULT_PORT = 8100
 #: zodburi scheme -> the pip extra that provides it, for a helpful message.
 RELSTORAGE_SCHEMES = ("postgres", "mysql", "sqlite", "oracle")
 
-#: Schemes whose zodburi resolver takes ``read_only`` in the query (ZEO: see _zeo_url).
+#: Schemes whose zodburi resolver takes ``read_only`` in the query (ZEO, files: built here).
 READ_ONLY_QUERY_SCHEMES = ("file", "postgres", "mysql", "sqlite", "oracle")
 _shared = {}  # file URL -> OpenDatabase, see open_database
 _shared_lock = threading.RLock()
@@ -247,20 +261,18 @@ def open_database(url=None, options=None):
     """
     options = options or Options()
     url = normalize_url(url)
-    scheme = scheme_of(url)
-    cleanup = []
-    if scheme == "file":
+    if scheme_of(url) == "file":
         with _shared_lock:
             if url in _shared:
                 shared = _shared[url]
                 _check_same_options(shared, options)
                 shared.users += 1
                 return shared
-            opened = _open(url, options, cleanup)
+            opened = _open(url, options)
             opened.shared_key = url
             _shared[url] = opened
             return opened
-    return _open(url, options, cleanup)
+    return _open(url, options)
 
 
 def _check_same_options(opened, options):
@@ -277,25 +289,21 @@ def _check_same_options(opened, options):
                                 f"pass the same options, or close the other one first")
 
 
-def _open(url, options, cleanup):
-    storage, resolved, cleanup, dbkw = open_storage(url, options)
-    if isinstance(storage, ClientStorage):
-        _set_server_sync(storage, options.fresh_reads)
+def _open(url, options):
+    storage, url, cleanup, dbkw = open_storage(url, options)
     dbkw.setdefault("cache_size", options.connection_cache_size)
     try:
         db = ZODB.DB(storage, **safety.db_kwargs(dbkw))  # only zpydb's classes load
-    except ClientDisconnected as exc:  # ZODB.DB's first transaction pings the server
+    except BaseException as exc:
         storage.close()
-        raise DisconnectedError(
-            f"the connection to the ZEO server of {describe(url)} was lost while opening "
-            f"the database ({exc}); nothing was changed; connect again when the server "
-            f"is back") from None
-    except BaseException:
-        storage.close()
+        _remove_dirs(cleanup)
+        if isinstance(exc, ClientDisconnected):  # ZODB.DB's first transaction pings the server
+            raise DisconnectedError(
+                f"the connection to the ZEO server of {describe(url)} was lost while opening "
+                f"the database ({exc}); nothing was changed; connect again when the server "
+                f"is back") from None
         raise
-    opened = OpenDatabase(db, resolved, options, cleanup)
-    opened.name = describe(url)  # the user's URL, not a generated TLS config file
-    return opened
+    return OpenDatabase(db, url, options, cleanup)
 
 
 def open_storage(url, options=None):
@@ -303,67 +311,218 @@ def open_storage(url, options=None):
 
     ``ZODB.DB`` commits a root object into an empty storage; tools that need
     the storage untouched (``zpydb copy`` into an empty destination) use this.
-    Returns ``(storage, resolved_url, cleanup_dirs, dbkw)``; the caller closes
-    the storage and removes ``cleanup_dirs``.
+    Returns ``(storage, url, cleanup_dirs, dbkw)`` (``url`` normalized, ``dbkw``
+    the ``ZODB.DB`` keywords the URL carries); the caller closes the storage and
+    removes ``cleanup_dirs``.
     """
     options = options or Options()
     url = normalize_url(url)
-    shown = url  # for messages: a TLS client turns the URL into a temporary zconfig file
-    scheme = scheme_of(url)
-    cleanup = []
-    if scheme == "file":
-        _prepare_file(url, options.read_only)
-    if options.read_only and scheme in READ_ONLY_QUERY_SCHEMES:
-        url = _add_query(url, read_only="1")
-    if scheme == "zeo":
-        url, cleanup = _zeo_url(url, options)
-    elif scheme in RELSTORAGE_SCHEMES and "blob_dir=" not in url:
-        blob_dir = options.blob_dir or tempfile.mkdtemp(prefix="zpydb-blobs-")
-        cleanup = [] if options.blob_dir else [blob_dir]
-        url = _add_query(url, blob_dir=blob_dir)  # RelStorage keeps blobs in the database
-    elif scheme == "file":
-        url, cleanup = _blob_filestorage_url(url)
+    cleanup = []  # temporary blob directories, removed with the storage
+    try:
+        if scheme_of(url) == "zeo":
+            storage, dbkw = _client_storage(url, options, cleanup)
+        elif scheme_of(url) == "file" and _plain_file_url(url):
+            storage, dbkw = _file_storage(url, options)
+        else:
+            storage, dbkw = _zodburi_storage(url, options, cleanup)
+    except BaseException:
+        _remove_dirs(cleanup)
+        raise
     for directory in cleanup:  # also when the process exits without closing the database
         atexit.register(shutil.rmtree, directory, True)
-    try:
-        factory, dbkw = _resolve(url)
-        storage = _open_storage(factory, shown)
-    except BaseException:
-        for directory in cleanup:
-            shutil.rmtree(directory, ignore_errors=True)
-        raise
     return storage, url, cleanup, dbkw
 
 
-def _blob_filestorage_url(url):
-    """``file://...?blobstorage_dir=`` as a FileStorage with its own ``blob_dir``.
+def _remove_dirs(directories):
+    for directory in directories:
+        shutil.rmtree(directory, ignore_errors=True)
 
-    zodburi's file resolver wraps a FileStorage in ``ZODB.blob.BlobStorage``,
-    whose ``undo`` fails (POSKeyError) on undo/redo/undo of a replaced blob;
-    ``FileStorage(path, blob_dir=...)``, what runzeo uses, gets it right.  ZODB's
-    own ``<filestorage>`` ZConfig section builds exactly that, so the URL is
-    rewritten into one and resolved through zodburi's ``zconfig://`` scheme.
-    Other file URLs (quota, demostorage, ...) go to zodburi unchanged.
+
+# -- embedded files: FileStorage ---------------------------------------------------------
+
+#: The query parameters of a file URL that FileStorage is built for directly; a file URL
+#: with any other (quota, demostorage, connection_*) goes to zodburi unchanged.
+FILE_PARAMETERS = {"blobstorage_dir", "read_only"}
+
+
+def _plain_file_url(url):
+    return set(_query(url)) <= FILE_PARAMETERS
+
+
+def _query(url):
+    return dict(parse_qsl(urlsplit(url).query))
+
+
+def _file_storage(url, options):
+    """``FileStorage(path, blob_dir=..., read_only=...)``: what runzeo builds, too.
+
+    Not zodburi's ``file://``, which wraps the FileStorage in ``ZODB.blob.BlobStorage``
+    whose ``undo`` fails (POSKeyError) on undo/redo/undo of a replaced blob.
+    """
+    path = urlsplit(url).path
+    try:
+        kw, _unused = FileStorageURIResolver().interpret_kwargs(_query(url))
+    except ValueError as exc:
+        raise URLError(url, f"bad URL parameter: {exc}") from None
+    read_only = bool(options.read_only or kw.get("read_only"))
+    blob_dir = kw.get("blobstorage_dir")
+    _prepare_file(path, blob_dir, read_only)
+    return _opening(url, lambda: FileStorage(path, blob_dir=blob_dir, read_only=read_only)), {}
+
+
+def _prepare_file(path, blob_dir=None, read_only=False):
+    """Check an embedded database file before FileStorage touches it; make its folder.
+
+    See :func:`check_database_file` (non-database files, blob directories that a
+    new database would erase).  The API creates missing parent directories, as
+    it always has; the ``zpydb`` command checks them first (cli.py).
+    """
+    if not path:
+        return
+    check_database_file(path, blob_dir, read_only=read_only)
+    if not read_only:
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+
+
+# -- ZEO servers: ClientStorage ----------------------------------------------------------
+
+def _client_storage(url, options, cleanup):
+    """``ClientStorage`` with zpydb's defaults, TLS and ``server_sync`` as arguments.
+
+    Parameters in the URL's query (zodburi's ``zeo://`` parameters, and its
+    ``connection_*``/``database_name`` for ``ZODB.DB``) win over the options.
     """
     parts = urlsplit(url)
-    query = dict(parse_qsl(parts.query))
-    if set(query) - {"blobstorage_dir", "read_only"} or "blobstorage_dir" not in query:
-        return url, []
-    lines = [f"path {parts.path}", f"blob-dir {query['blobstorage_dir']}"]
-    if query.get("read_only") in ("1", "true"):
-        lines.append("read-only true")
-    config = "<filestorage main>\n  " + "\n  ".join(lines) + "\n</filestorage>\n"
-    return _write_zconfig(config, "zpydb-fs-")
+    if options.tls:  # before anything is created
+        _check_tls_options(parts, options)
+    kw, dbkw = _zeo_query(url, parts)
+    if "blob_dir" not in kw:
+        kw["blob_dir"] = options.blob_dir or tempfile.mkdtemp(prefix="zpydb-blobs-")
+        if not options.blob_dir:
+            cleanup.append(kw["blob_dir"])
+    kw.setdefault("wait_timeout", max(1.0, options.wait_timeout))  # ZEO takes 0 as 30 s
+    kw.setdefault("cache_size", options.cache_size)
+    if options.cache_dir:
+        os.makedirs(options.cache_dir, exist_ok=True)
+        kw.setdefault("var", options.cache_dir)
+        kw.setdefault("client", "zpydb")
+    if options.read_only or kw.get("read_only"):
+        kw["read_only"] = True
+    else:
+        # A read-only server (a replica) refuses read-write clients outright;
+        # fall back to a read-only connection so writes get a clear ReadOnlyError.
+        kw.setdefault("read_only_fallback", True)
+    if options.tls:
+        kw["ssl"] = _client_ssl_context(url, options)
+        kw["ssl_server_hostname"] = options.tls_server_hostname or parts.hostname or "127.0.0.1"
+    # server_sync: every transaction begins with a ping, so a read sees every write
+    # acknowledged before it (ClientStorage binds ``sync`` to ``ping`` when connected).
+    kw["server_sync"] = options.fresh_reads
+    address = _zeo_address(parts)
+    return _opening(url, lambda: ClientStorage(address, **kw)), dbkw
 
 
-def _write_zconfig(config, prefix):
-    """Write a ZConfig text to a private temp dir; return its zconfig:// URL and the dir."""
-    config = config.replace("$", "$$")  # ZConfig substitutes $names; paths may hold a $
-    config_dir = tempfile.mkdtemp(prefix=prefix)
-    path = os.path.join(config_dir, "storage.conf")
-    with open(path, "w") as stream:
-        stream.write(config)
-    return "zconfig://" + path, [config_dir]
+def _zeo_address(parts):
+    if not parts.netloc:  # zeo:///path/to/socket: a Unix domain socket
+        return os.path.normpath(parts.path)
+    return (parts.hostname or "127.0.0.1", parts.port or ZEO_DEFAULT_PORT)
+
+
+def _zeo_query(url, parts):
+    """The query of a ``zeo://`` URL, parsed by zodburi's declarative parameter lists:
+    ``(ClientStorage keywords, ZODB.DB keywords)``."""
+    try:
+        kw, unused = ClientStorageURIResolver().interpret_kwargs(dict(parse_qsl(parts.query)))
+        return kw, _db_keywords(unused, url)
+    except ValueError as exc:
+        raise URLError(url, f"bad URL parameter: {exc}") from None
+
+
+def _db_keywords(params, url):
+    """zodburi's ``database_name`` and ``connection_*`` query parameters as ``ZODB.DB`` keywords."""
+    unknown = [name for name in params if name not in zodburi.PARAMETERS]
+    if unknown:
+        raise URLError(url, f"unknown URL parameter(s): {', '.join(unknown)}")
+    dbkw = {}
+    for name, value in params.items():
+        keyword = zodburi.PARAMETERS[name]
+        if name == "database_name":
+            dbkw[keyword] = value
+        elif keyword in zodburi.BYTES_PARAMETERS:
+            dbkw[keyword] = convert_bytesize(value)
+        else:
+            dbkw[keyword] = int(value)
+    return dbkw
+
+
+def _client_ssl_context(url, options):
+    """The client ``SSLContext`` of the TLS options: trust only ``tls_ca``, present
+    ``tls_cert``/``tls_key``, check the server's host name.  The same context ZEO's
+    ``<ssl>`` ZConfig section builds (``ZEO.zconfig.ssl_config``)."""
+    try:
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH,
+                                             cafile=_tls_path(options.tls_ca))
+        context.load_cert_chain(_tls_path(options.tls_cert), _tls_path(options.tls_key))
+    except (ssl.SSLError, OSError) as exc:
+        raise URLError(describe(url), f"the TLS files cannot be used: {exc}") from None
+    context.verify_mode = ssl.CERT_REQUIRED
+    context.verify_flags |= ssl.VERIFY_X509_STRICT | (
+        context.cert_store_stats()["crl"] and ssl.VERIFY_CRL_CHECK_LEAF)
+    context.check_hostname = True
+    return context
+
+
+def _tls_path(given):
+    return os.path.abspath(os.path.expanduser(given))
+
+
+def _check_tls_file(url, option, given):
+    """A TLS file that is missing is named (absolute, and relative to what) before ZEO sees it."""
+    path = _tls_path(given)
+    if os.path.isfile(path):
+        return
+    problem = "is a directory" if os.path.isdir(path) else "no such file"
+    where = "" if os.path.isabs(given) else f", relative to the current directory {os.getcwd()}"
+    raise URLError(url, f"{option} {given!r}: {problem}: {path}{where}")
+
+
+def _check_tls_options(parts, options):
+    if not (options.tls_cert and options.tls_key and options.tls_ca):
+        raise URLError(f"zeo://{parts.netloc}",
+                       "TLS needs tls_cert, tls_key and tls_ca (client certificate, "
+                       "its key, and the CA that signed the server certificate)")
+    for option in ("tls_cert", "tls_key", "tls_ca"):
+        _check_tls_file(f"zeo://{parts.netloc}", option, getattr(options, option))
+
+
+# -- every other scheme: zodburi ---------------------------------------------------------
+
+def _zodburi_storage(url, options, cleanup):
+    """memory://, zconfig://, demo:, other file URLs, RelStorage: resolved by zodburi."""
+    scheme = scheme_of(url)
+    if scheme == "file":
+        query = _query(url)
+        _prepare_file(urlsplit(url).path, query.get("blobstorage_dir"),
+                      options.read_only or query.get("read_only") in ("1", "true"))
+    if options.read_only and scheme in READ_ONLY_QUERY_SCHEMES:
+        url = _add_query(url, read_only="1")
+    if scheme in RELSTORAGE_SCHEMES and "blob_dir=" not in url:
+        blob_dir = options.blob_dir or tempfile.mkdtemp(prefix="zpydb-blobs-")
+        if not options.blob_dir:
+            cleanup.append(blob_dir)
+        url = _add_query(url, blob_dir=blob_dir)  # RelStorage keeps blobs in the database
+    try:
+        factory, dbkw = zodburi.resolve_uri(url)
+    except (zodburi.NoResolverForScheme, ImportError):
+        # no resolver registered, or its package (e.g. RelStorage) fails to import
+        raise URLError(url, _missing_backend_hint(scheme)) from None
+    except zodburi.UnknownDatabaseKeywords as exc:
+        raise URLError(url, f"unknown URL parameter(s): {', '.join(exc.kw)}") from None
+    except ZConfig.ConfigurationError as exc:
+        raise URLError(describe(url), f"bad storage configuration: {exc}") from None
+    except ssl.SSLError as exc:  # a ZConfig <ssl> section builds its context while parsing
+        raise URLError(describe(url), f"the TLS files cannot be used: {exc}") from None
+    return _opening(url, factory), dbkw
 
 
 def _add_query(url, **params):
@@ -373,17 +532,36 @@ def _add_query(url, **params):
     return base + "?" + urlencode(merged)
 
 
-def _set_server_sync(storage, enabled):
-    """Turn ZEO's ``server_sync`` on for a storage zodburi already connected.
+# -- opening, with errors that name the URL ----------------------------------------------
 
-    zodburi's ``zeo://`` does not pass ``server_sync``, and ClientStorage reads
-    the flag when a connection is made (``notify_connected`` then binds
-    ``sync`` to ``ping``).  Set the flag for reconnects and bind it now, as
-    ``notify_connected`` would have.
-    """
-    storage.server_sync = enabled
-    if enabled and hasattr(storage, "ping"):
-        storage.sync = storage.ping
+def _opening(url, factory):
+    """Call ``factory()`` (it opens the storage) and translate what it raises."""
+    try:
+        return factory()
+    except ssl.SSLError as exc:
+        raise URLError(describe(url), f"the TLS files cannot be used: {exc}") from None
+    except ZConfig.ConfigurationError as exc:
+        raise URLError(describe(url), f"bad storage configuration: {exc}") from None
+    except ClientDisconnected as exc:
+        raise DisconnectedError(
+            f"no ZEO server answered at {describe(url)} ({exc}): is it running and reachable? "
+            f"A TLS server also refuses clients without TLS options or with a certificate "
+            f"its CA did not sign") from None
+    except LockError:
+        raise DatabaseLockedError(
+            f"{describe(url)} is open in another process; an embedded database has one "
+            f"user at a time. To share it, stop that process, serve this file with "
+            f"`{serve_command(url)}` and connect every user to "
+            f"zeo://127.0.0.1:{ZEO_DEFAULT_PORT}") from None
+
+
+def _missing_backend_hint(scheme):
+    extra = EXTRAS.get(scheme)
+    if extra:
+        return (f"no storage is installed for the {scheme!r} scheme; install it with: "
+                f"pip install 'zpydb[{extra}]'")
+    return (f"no storage is installed for the {scheme!r} scheme; known schemes: file, "
+            f"memory, zeo, zconfig, demo, postgres")
 
 
 def server_behind_cache(storage):
@@ -407,49 +585,6 @@ SERVER_BEHIND_MESSAGE = (
     "backup if you have one; otherwise close this client, delete its persistent cache "
     "(the .zec file under cache_dir, if you set one) and connect again to continue from "
     "the server's older state")
-
-
-def _resolve(url):
-    try:
-        return zodburi.resolve_uri(url)
-    except (zodburi.NoResolverForScheme, ImportError):
-        # no resolver registered, or its package (e.g. RelStorage) fails to import
-        raise URLError(url, _missing_backend_hint(scheme_of(url))) from None
-    except zodburi.UnknownDatabaseKeywords as exc:
-        raise URLError(url, f"unknown URL parameter(s): {', '.join(exc.kw)}") from None
-    except ZConfig.ConfigurationError as exc:
-        raise URLError(describe(url), f"bad storage configuration: {exc}") from None
-    except ssl.SSLError as exc:  # ZEO's <ssl> section builds its SSL context while parsing
-        raise URLError(describe(url), f"the TLS files cannot be used: {exc}") from None
-
-
-def _missing_backend_hint(scheme):
-    extra = EXTRAS.get(scheme)
-    if extra:
-        return (f"no storage is installed for the {scheme!r} scheme; install it with: "
-                f"pip install 'zpydb[{extra}]'")
-    return (f"no storage is installed for the {scheme!r} scheme; known schemes: file, "
-            f"memory, zeo, zconfig, demo, postgres")
-
-
-def _open_storage(factory, url):
-    try:
-        return factory()
-    except ssl.SSLError as exc:
-        raise URLError(describe(url), f"the TLS files cannot be used: {exc}") from None
-    except ZConfig.ConfigurationError as exc:
-        raise URLError(describe(url), f"bad storage configuration: {exc}") from None
-    except ClientDisconnected as exc:
-        raise DisconnectedError(
-            f"no ZEO server answered at {describe(url)} ({exc}): is it running and reachable? "
-            f"A TLS server also refuses clients without TLS options or with a certificate "
-            f"its CA did not sign") from None
-    except LockError:
-        raise DatabaseLockedError(
-            f"{describe(url)} is open in another process; an embedded database has one "
-            f"user at a time. To share it, stop that process, serve this file with "
-            f"`{serve_command(url)}` and connect every user to "
-            f"zeo://127.0.0.1:{ZEO_DEFAULT_PORT}") from None
 
 
 def serve_command(url):
@@ -507,105 +642,3 @@ def remove_paths(paths):
                 pass
 
 
-def _prepare_file(url, read_only=False):
-    """Check an embedded database file before FileStorage touches it; make its folder.
-
-    See :func:`check_database_file` (non-database files, blob directories that a
-    new database would erase).  The API creates missing parent directories, as
-    it always has; the ``zpydb`` command checks them first (cli.py).
-    """
-    parts = urlsplit(url)
-    path = parts.path
-    if not path:
-        return
-    query = dict(parse_qsl(parts.query))
-    read_only = read_only or query.get("read_only") in ("1", "true")
-    check_database_file(path, query.get("blobstorage_dir"), read_only=read_only)
-    if not read_only:
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-
-
-def _zeo_url(url, options):
-    """Add zpydb's ZEO client defaults to a ``zeo://`` URL (or make it a zconfig for TLS)."""
-    parts = urlsplit(url)
-    query = dict(parse_qsl(parts.query))
-    cleanup = []
-    if options.tls:  # before anything is created
-        _check_tls_options(parts, options)
-    if "blob_dir" not in query:
-        query["blob_dir"] = options.blob_dir or tempfile.mkdtemp(prefix="zpydb-blobs-")
-        if not options.blob_dir:
-            cleanup.append(query["blob_dir"])
-    query.setdefault("wait_timeout", str(max(1, round(options.wait_timeout))))
-    query.setdefault("cache_size", str(options.cache_size))
-    if options.cache_dir:
-        os.makedirs(options.cache_dir, exist_ok=True)
-        query.setdefault("var", options.cache_dir)
-        query.setdefault("client", "zpydb")
-    if options.read_only:
-        query["read_only"] = "1"
-    else:
-        # A read-only server (a replica) refuses read-write clients outright;
-        # fall back to a read-only connection so writes get a clear ReadOnlyError.
-        query.setdefault("read_only_fallback", "1")
-    if options.tls:
-        config_url, config_dir = _tls_zconfig_url(parts, query, options)
-        return config_url, cleanup + [config_dir]
-    base = f"zeo://{parts.netloc}{parts.path}"
-    return base + "?" + urlencode(query), cleanup
-
-
-def _tls_path(given):
-    return os.path.abspath(os.path.expanduser(given))
-
-
-def _check_tls_file(url, option, given):
-    """A TLS file that is missing is named (absolute, and relative to what) before ZEO sees it."""
-    path = _tls_path(given)
-    if os.path.isfile(path):
-        return
-    problem = "is a directory" if os.path.isdir(path) else "no such file"
-    where = "" if os.path.isabs(given) else f", relative to the current directory {os.getcwd()}"
-    raise URLError(url, f"{option} {given!r}: {problem}: {path}{where}")
-
-
-def _check_tls_options(parts, options):
-    if not (options.tls_cert and options.tls_key and options.tls_ca):
-        raise URLError(f"zeo://{parts.netloc}",
-                       "TLS needs tls_cert, tls_key and tls_ca (client certificate, "
-                       "its key, and the CA that signed the server certificate)")
-    for option in ("tls_cert", "tls_key", "tls_ca"):
-        _check_tls_file(f"zeo://{parts.netloc}", option, getattr(options, option))
-
-
-def _tls_zconfig_url(parts, query, options):
-    """Write a ZEO ``<clientstorage>`` section with ``<ssl>`` and return its zconfig:// URL."""
-    _check_tls_options(parts, options)
-    host = parts.hostname or "127.0.0.1"
-    port = parts.port or ZEO_DEFAULT_PORT
-    hostname = options.tls_server_hostname or host
-    lines = [f"server {host}:{port}", f"blob-dir {query['blob_dir']}",
-             f"wait-timeout {query['wait_timeout']}",
-             f"cache-size {query['cache_size']}"]
-    if query.get("read_only") == "1":
-        lines.append("read-only true")
-    if query.get("read_only_fallback") == "1":
-        lines.append("read-only-fallback true")
-    if "var" in query:
-        lines.append(f"cache-path {os.path.join(query['var'], query['client'] + '.zec')}")
-    config = textwrap.dedent("""\
-        %import ZEO
-        <clientstorage zpydb>
-          {settings}
-          <ssl>
-            certificate {cert}
-            key {key}
-            authenticate {ca}
-            server-hostname {hostname}
-          </ssl>
-        </clientstorage>
-        """).format(settings="\n  ".join(lines), cert=_tls_path(options.tls_cert),
-                    key=_tls_path(options.tls_key), ca=_tls_path(options.tls_ca),
-                    hostname=hostname)
-    config_url, dirs = _write_zconfig(config, "zpydb-tls-")
-    return config_url, dirs[0]
