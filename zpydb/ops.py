@@ -7,13 +7,15 @@ as plain Python, and :func:`write` applies one change.  The proxies in
 transaction.  Keeping the node-level work here means autocommit statements and
 statements inside ``db.transaction()`` blocks behave identically.
 
-``visit`` (when given) is called with every persistent object a *read*
-looks at: the bucket that holds each key on the way down, and everything in
-the value read.  Transaction blocks pass a function that registers them with
-``connection.readCurrent``, so a concurrent change to anything the block read
-fails its commit.  Writes register nothing (a blind write, like an autocommit
-statement, relies on ZODB's store-time conflict check, and BTrees merge
-concurrent changes to different keys).
+Every operation gets a *read tracker* (:class:`Reads`) from its executor and
+tells it every persistent object a *read* looks at: the bucket that holds each
+key on the way down, and everything in the value read.  An autocommit
+statement's tracker is :data:`UNTRACKED`, which does nothing; a transaction
+block's registers each object with ``connection.readCurrent``
+(transactions.py), so a concurrent change to anything the block read fails its
+commit.  Writes register nothing (a blind write, like an autocommit statement,
+relies on ZODB's store-time conflict check, and BTrees merge concurrent changes
+to different keys).
 """
 
 import itertools
@@ -54,31 +56,89 @@ def _format_step(step):
     return nodes.short_repr(step, 100)
 
 
+# -- read tracking ---------------------------------------------------------
+
+class Reads:
+    """The read tracker: what an operation read, told to its executor.
+
+    A subclass says what registering one persistent object means
+    (:meth:`register`); this class knows which objects a read looked at.
+    """
+
+    def register(self, obj):
+        """``obj`` (a persistent object) was read."""
+        raise NotImplementedError
+
+    def at(self, node, key=None):
+        """The part of ``node`` that holds ``key`` was read (all of it when None)."""
+        if isinstance(node, OOBTree):
+            for part in bucket_path(node, key):
+                self.register(part)
+        elif isinstance(node, BigList):
+            self.register(node)
+            for chunk in node._chunks.values():
+                self.register(chunk)
+        elif hasattr(node, "_p_jar"):
+            self.register(node)
+
+    def whole(self, node):
+        """``node`` and everything below it were read (a whole value)."""
+        if merging.is_counter(node):  # a number in a record of its own (merging.py)
+            self.register(node)
+            return
+        if not nodes.is_container(node):
+            return
+        stack = [node]  # not recursive: data stored before the depth limit may nest deeper
+        while stack:
+            node = stack.pop()
+            if merging.is_counter(node):
+                self.register(node)
+            elif nodes.is_container(node):
+                self.at(node)
+                stack.extend(node.values() if nodes.is_dict_node(node) else node)
+
+
+class _Untracked(Reads):
+    """Autocommit's tracker (and every write's traversal): reads need no tracking."""
+
+    def register(self, obj):
+        pass
+
+    def at(self, node, key=None):
+        pass
+
+    def whole(self, node):
+        pass
+
+
+UNTRACKED = _Untracked()
+
+
 # -- walking ---------------------------------------------------------------
 
-def traverse(root, steps, visit=None, for_write=False):
+def traverse(root, steps, reads=UNTRACKED, for_write=False):
     """The node at ``steps`` below ``root``; errors name the failing path."""
     node = root
     if for_write:
-        visit = None
+        reads = UNTRACKED
     for depth, step in enumerate(steps):
         if for_write and isinstance(step, slice):
             raise NotAContainerError(format_path(steps[:depth + 1]),
                                      "cannot change data through a slice; index the list itself")
-        node = child(node, step, steps[:depth + 1], visit)
+        node = child(node, step, steps[:depth + 1], reads)
     return node
 
 
-def child(node, step, steps, visit=None):
+def child(node, step, steps, reads=UNTRACKED):
     """``node[step]`` with zpydb's errors; ``steps`` is the path of the child."""
     if nodes.is_dict_node(node):
         value = nodes.MISSING if isinstance(step, slice) else nodes.find(node, step)
         if value is nodes.MISSING:
             raise KeyNotFoundError(format_path(steps), "no such key")
-        _visit(visit, node, nodes.exact_key(step))
+        reads.at(node, nodes.exact_key(step))
     elif nodes.is_list_node(node):
         value = _list_child(node, step, steps)
-        _visit(visit, node, step)
+        reads.at(node, step)
     else:
         raise NotAContainerError(format_path(steps),
                                  f"{format_path(steps[:-1])} is {nodes.describe_type(node)}, "
@@ -128,39 +188,6 @@ def _check_arity(name, args, path):
                                      f"not {len(args)}")
 
 
-def _visit_all(visit, node):
-    """Register ``node`` and everything below it (a whole value was read)."""
-    if visit is None:
-        return
-    if merging.is_counter(node):  # a number in a record of its own (merging.py)
-        visit(node)
-        return
-    if not nodes.is_container(node):
-        return
-    stack = [node]  # not recursive: data stored before the depth limit may nest deeper
-    while stack:
-        node = stack.pop()
-        if merging.is_counter(node):
-            visit(node)
-        elif nodes.is_container(node):
-            _visit(visit, node, None)
-            stack.extend(node.values() if nodes.is_dict_node(node) else node)
-
-
-def _visit(visit, node, key):
-    if visit is None:
-        return
-    if isinstance(node, OOBTree):
-        for part in bucket_path(node, key):
-            visit(part)
-    elif isinstance(node, BigList):
-        visit(node)
-        for chunk in node._chunks.values():
-            visit(chunk)
-    elif hasattr(node, "_p_jar"):
-        visit(node)
-
-
 def bucket_path(tree, key=None):
     """The tree nodes and bucket(s) that hold ``key`` (all of them when None).
 
@@ -186,16 +213,16 @@ def bucket_path(tree, key=None):
 
 # -- reading ---------------------------------------------------------------
 
-def read(root, steps, visit=None):
-    node = traverse(root, steps, visit)
-    _visit_all(visit, node)
+def read(root, steps, reads=UNTRACKED):
+    node = traverse(root, steps, reads)
+    reads.whole(node)
     return nodes.to_plain(node)
 
 
-def call_reader(root, steps, name, args, kwargs, visit=None):
+def call_reader(root, steps, name, args, kwargs, reads=UNTRACKED):
     """Read methods (``get``, ``keys``, ``index``, ...): plain results, no writes."""
-    node = traverse(root, steps, visit)
-    _visit_all(visit, node)
+    node = traverse(root, steps, reads)
+    reads.whole(node)
     path = format_path(steps)
     if name in ARITY:
         _check_arity(name, args, path)
@@ -320,9 +347,9 @@ def _no_method(node, name, path):
 
 # -- writing ---------------------------------------------------------------
 
-def set_item(root, steps, value, visit=None):
+def set_item(root, steps, value, reads=UNTRACKED):
     """``db[...][key] = value``: convert deeply (depth counted from db), then store."""
-    parent = traverse(root, steps[:-1], visit, for_write=True)
+    parent = traverse(root, steps[:-1], for_write=True)
     key, path = steps[-1], format_path(steps)
     sliced = isinstance(key, slice)
     node = nodes.to_node(value, path, len(steps) - sliced)  # a slice's items sit at len(steps)
@@ -362,8 +389,8 @@ def _store_index(lst, index, node, steps):
     lst[index] = node
 
 
-def del_item(root, steps, visit=None):
-    parent = traverse(root, steps[:-1], visit, for_write=True)
+def del_item(root, steps, reads=UNTRACKED):
+    parent = traverse(root, steps[:-1], for_write=True)
     key, path = steps[-1], format_path(steps)
     if not isinstance(key, slice):
         child(parent, key, steps)
@@ -376,13 +403,13 @@ def del_item(root, steps, visit=None):
     del parent[key]
 
 
-def call_writer(root, steps, name, args, kwargs, visit=None):
+def call_writer(root, steps, name, args, kwargs, reads=UNTRACKED):
     """Mutating methods of list and dict, applied to the stored node.
 
     Each checks its arguments and converts every new value before it changes
     anything, so a statement that fails inside a block leaves nothing behind.
     """
-    node = traverse(root, steps, visit, for_write=True)
+    node = traverse(root, steps, for_write=True)
     path = format_path(steps)
     if nodes.is_list_node(node) and name in LIST_WRITERS:
         _check_arity("list.pop" if name == "pop" else name, args, path)
@@ -515,7 +542,7 @@ def _update(tree, incoming, kwargs, path, level):
         raise
 
 
-def augment(root, steps, symbol, func, other, visit=None):
+def augment(root, steps, symbol, func, other, reads=UNTRACKED):
     """``p op= other`` as one read-modify-write, in the transaction it is given.
 
     ``+=``/``-=`` of a number on a number does not rewrite the number in its
@@ -528,19 +555,19 @@ def augment(root, steps, symbol, func, other, visit=None):
     path = format_path(steps)
     if not steps:
         raise NotAContainerError("db", f"cannot use {symbol}= on the root")
-    node = traverse(root, steps, visit)
+    node = traverse(root, steps, reads)
     if _is_delta(symbol, node, other):
-        _visit(visit, node, None)  # a block that increments has read the number
+        reads.at(node)  # a block that increments has read the number
         return _add_to_counter(root, steps, node, other if symbol == "+" else -other)
-    _visit_all(visit, node)
+    reads.whole(node)
     current = nodes.to_plain(node)
     if symbol == "+" and isinstance(current, list):
-        return call_writer(root, steps, "extend", [iterable_arg(other, "+=", path)], {}, visit)
+        return call_writer(root, steps, "extend", [iterable_arg(other, "+=", path)], {}, reads)
     result = _operate(func, symbol, current, other, path)
     if merging.is_counter(node) and _is_number(result):
         node.set(result)  # never merges with a concurrent increment
         return None
-    return set_item(root, steps, result, visit)
+    return set_item(root, steps, result, reads)
 
 
 def _is_number(value):
