@@ -39,15 +39,16 @@ class Database(Path):
         Refused (UndoError, nothing changed) while a ``lock()``, ``transaction()``
         or ``atomic`` block is open in this thread: end the block first.
         """
-        _undo.undo(self._session)
+        self._executor.database(_undo.undo, _undo.refusal("undo"))
 
     def redo(self):
         """Re-apply the most recently undone change (until a new write)."""
-        _undo.redo(self._session)
+        self._executor.database(_undo.redo, _undo.refusal("redo"))
 
     def history(self, n=10):
         """The last ``n`` changes (``n >= 0``), newest first: dicts of time, user, note, kind."""
-        return _undo.history(self._session, n)
+        return self._executor.database(lambda session: _undo.history(session, n),
+                                       _undo.refusal("history"))
 
     def pack(self, days=0):
         """Pack the storage: drop revisions older than ``days`` days (0: all history).
@@ -56,7 +57,8 @@ class Database(Path):
         days; undo cannot reach further back afterwards.  PackError on an
         in-memory database or inside an open block; see zpydb/pack.py.
         """
-        _pack.pack(self._session, days)
+        _pack.check_days(days)  # a bad argument first, as before
+        self._executor.database(lambda session: _pack.pack(session, days), _pack.refusal)
 
     def save(self):
         """Does nothing, on purpose: kept so pyzdb scripts run unchanged.

@@ -2,20 +2,30 @@
 
 Every read and every write of zpydb goes through this module: :func:`traverse`
 walks a path of subscripts from the data root, :func:`read` copies a value out
-as plain Python, and :func:`write` applies one change.  The proxies in
-``paths.py`` build the path and the operation; ``session.py`` supplies the
-transaction.  Keeping the node-level work here means autocommit statements and
-statements inside ``db.transaction()`` blocks behave identically.
+as plain Python, :func:`set_item`/:func:`del_item` store and delete, and
+:func:`call_reader`/:func:`call_writer` call a method on the node adapters
+(:class:`ListNode`, :class:`DictNode`, :class:`SequenceNode` for str, bytes
+and tuple values, :class:`Node`: one real method each, with its own argument
+checks), and :func:`read_attribute` takes any other public attribute of the
+value (``db['s'].upper``) from a plain copy.  A str, bytes or tuple value is
+indexed for reading (``db['s'][0]``) but never written into.  The proxies in
+``paths.py`` build the path and the operation; the executor (transactions.py)
+supplies the transaction.  Keeping the node-level work here means autocommit
+statements and statements inside ``db.transaction()`` blocks behave
+identically.
 
-``visit`` (when given) is called with every persistent object a *read*
-looks at: the bucket that holds each key on the way down, and everything in
-the value read.  Transaction blocks pass a function that registers them with
-``connection.readCurrent``, so a concurrent change to anything the block read
-fails its commit.  Writes register nothing (a blind write, like an autocommit
-statement, relies on ZODB's store-time conflict check, and BTrees merge
-concurrent changes to different keys).
+Every operation gets a *read tracker* (:class:`Reads`) from its executor and
+tells it every persistent object a *read* looks at: the bucket that holds each
+key on the way down, and everything in the value read.  An autocommit
+statement's tracker is :data:`UNTRACKED`, which does nothing; a transaction
+block's registers each object with ``connection.readCurrent``
+(transactions.py), so a concurrent change to anything the block read fails its
+commit.  Writes register nothing (a blind write, like an autocommit statement,
+relies on ZODB's store-time conflict check, and BTrees merge concurrent changes
+to different keys).
 """
 
+import functools
 import itertools
 
 from BTrees.OOBTree import OOBTree
@@ -27,21 +37,10 @@ from .biglist import BIG_LIST_THRESHOLD, BigList
 from .errors import (AttributeNotFoundError, BadArgumentError, BadIndexError, Error, KeyNotFoundError,
                      NotAContainerError, OperationError, UnorderableKeyError, ValueNotFoundError)
 
-LIST_WRITERS = {"append", "extend", "insert", "pop", "remove", "sort", "reverse", "clear"}
-DICT_WRITERS = {"update", "setdefault", "pop", "popitem", "clear"}
-LIST_READERS = {"index", "count"}
 #: Stored values that are read-only sequences: ``db['s'][0]`` reads a character,
-#: ``len``/``in``/iteration/``index``/``count`` work on them, nothing writes into them.
+#: ``len``/``in``/iteration/``index``/``count`` work on them (:class:`SequenceNode`),
+#: nothing writes into them.
 SEQUENCE_VALUES = (str, bytes, tuple)
-DICT_READERS = {"get", "keys", "values", "items"}
-
-#: (fewest, most) positional arguments of each method, checked before anything
-#: is read or changed; ``pop`` differs between lists and dicts.
-ARITY = {"append": (1, 1), "extend": (1, 1), "insert": (2, 2), "list.pop": (0, 1),
-         "remove": (1, 1), "sort": (0, 0), "reverse": (0, 0), "clear": (0, 0),
-         "update": (0, 1), "setdefault": (1, 2), "dict.pop": (1, 2), "popitem": (0, 0),
-         "get": (1, 2), "keys": (0, 0), "values": (0, 0), "items": (0, 0),
-         "index": (1, 3), "count": (1, 1), "len": (0, 0), "contains": (1, 1), "iter": (0, 0)}
 
 
 def format_path(steps):
@@ -57,35 +56,95 @@ def _format_step(step):
     return nodes.short_repr(step, 100)
 
 
+# -- read tracking ---------------------------------------------------------
+
+class Reads:
+    """The read tracker: what an operation read, told to its executor.
+
+    A subclass says what registering one persistent object means
+    (:meth:`register`); this class knows which objects a read looked at.
+    """
+
+    def register(self, obj):
+        """``obj`` (a persistent object) was read."""
+        raise NotImplementedError
+
+    def at(self, node, key=None):
+        """The part of ``node`` that holds ``key`` was read (all of it when None)."""
+        if isinstance(node, OOBTree):
+            for part in bucket_path(node, key):
+                self.register(part)
+        elif isinstance(node, BigList):
+            self.register(node)
+            for chunk in node._chunks.values():
+                self.register(chunk)
+        elif hasattr(node, "_p_jar"):
+            self.register(node)
+
+    def whole(self, node):
+        """``node`` and everything below it were read (a whole value)."""
+        if merging.is_counter(node):  # a number in a record of its own (merging.py)
+            self.register(node)
+            return
+        if not nodes.is_container(node):
+            return
+        stack = [node]  # not recursive: data stored before the depth limit may nest deeper
+        while stack:
+            node = stack.pop()
+            if merging.is_counter(node):
+                self.register(node)
+            elif nodes.is_container(node):
+                self.at(node)
+                stack.extend(node.values() if nodes.is_dict_node(node) else node)
+
+
+class _Untracked(Reads):
+    """Autocommit's tracker (and every write's traversal): reads need no tracking."""
+
+    def register(self, obj):
+        pass
+
+    def at(self, node, key=None):
+        pass
+
+    def whole(self, node):
+        pass
+
+
+UNTRACKED = _Untracked()
+
+
 # -- walking ---------------------------------------------------------------
 
-def traverse(root, steps, visit=None, for_write=False):
+def traverse(root, steps, reads=UNTRACKED, for_write=False):
     """The node at ``steps`` below ``root``; errors name the failing path."""
     node = root
     if for_write:
-        visit = None
+        reads = UNTRACKED
     for depth, step in enumerate(steps):
         if for_write and isinstance(step, slice):
             raise NotAContainerError(format_path(steps[:depth + 1]),
                                      "cannot change data through a slice; index the list itself")
-        node = child(node, step, steps[:depth + 1], visit, for_write)
+        node = child(node, step, steps[:depth + 1], reads, for_write)
     return node
 
 
-def child(node, step, steps, visit=None, for_write=False):
+def child(node, step, steps, reads=UNTRACKED, for_write=False):
     """``node[step]`` with zpydb's errors; ``steps`` is the path of the child.
 
     A str, bytes or tuple value is indexed (and sliced) as Python does, for
-    reading only: ``for_write`` treats it as the scalar it is.
+    reading only: ``for_write`` treats it as the scalar it is.  It holds no
+    persistent objects (it lives inside its parent's record, which ``reads``
+    was told about one level up), so there is nothing more to track.
     """
     if nodes.is_dict_node(node):
         value = nodes.MISSING if isinstance(step, slice) else nodes.find(node, step)
         if value is nodes.MISSING:
             raise KeyNotFoundError(format_path(steps), "no such key")
-        _visit(visit, node, nodes.exact_key(step))
+        reads.at(node, nodes.exact_key(step))
     elif nodes.is_list_node(node):
         value = _list_child(node, step, steps)
-        _visit(visit, node, step)
+        reads.at(node, step)
     elif not for_write and isinstance(node, SEQUENCE_VALUES):
         value = _sequence_child(node, step, steps)
     else:
@@ -143,48 +202,6 @@ def _check_slice(lst, step, path):
         raise BadArgumentError(path, f"bad slice: {exc}") from None
 
 
-def _check_arity(name, args, path):
-    low, high = ARITY[name]
-    if not low <= len(args) <= high:
-        wanted = (f"{low}" if low == high else f"{low} to {high}") + " argument"
-        wanted += "" if high == 1 else "s"
-        raise BadArgumentError(path, f"{name.split('.')[-1]}() takes {wanted}, "
-                                     f"not {len(args)}")
-
-
-def _visit_all(visit, node):
-    """Register ``node`` and everything below it (a whole value was read)."""
-    if visit is None:
-        return
-    if merging.is_counter(node):  # a number in a record of its own (merging.py)
-        visit(node)
-        return
-    if not nodes.is_container(node):
-        return
-    stack = [node]  # not recursive: data stored before the depth limit may nest deeper
-    while stack:
-        node = stack.pop()
-        if merging.is_counter(node):
-            visit(node)
-        elif nodes.is_container(node):
-            _visit(visit, node, None)
-            stack.extend(node.values() if nodes.is_dict_node(node) else node)
-
-
-def _visit(visit, node, key):
-    if visit is None:
-        return
-    if isinstance(node, OOBTree):
-        for part in bucket_path(node, key):
-            visit(part)
-    elif isinstance(node, BigList):
-        visit(node)
-        for chunk in node._chunks.values():
-            visit(chunk)
-    elif hasattr(node, "_p_jar"):
-        visit(node)
-
-
 def bucket_path(tree, key=None):
     """The tree nodes and bucket(s) that hold ``key`` (all of them when None).
 
@@ -210,81 +227,31 @@ def bucket_path(tree, key=None):
 
 # -- reading ---------------------------------------------------------------
 
-def read(root, steps, visit=None):
-    node = traverse(root, steps, visit)
-    _visit_all(visit, node)
+def read(root, steps, reads=UNTRACKED):
+    node = traverse(root, steps, reads)
+    reads.whole(node)
     return nodes.to_plain(node)
 
 
-def call_reader(root, steps, name, args, kwargs, visit=None):
-    """Read methods (``get``, ``keys``, ``index``, ...): plain results, no writes."""
-    node = traverse(root, steps, visit)
-    _visit_all(visit, node)
-    path = format_path(steps)
-    if isinstance(node, SEQUENCE_VALUES) and name in SEQUENCE_READERS:
-        return _sequence_reader(node, name, args, path)  # Python checks the arguments
-    if name == "bool" and nodes.is_container(node):
-        return len(node) > 0  # `if db['l']:` does not copy the list
-    if name == "bool":
-        return apply_unary(f"bool({path})", bool, nodes.to_plain(node), path)
-    if name in ARITY:
-        _check_arity(name, args, path)
-    if name == "len":
-        _require_container(node, path)
-        return len(node)
-    if name == "contains":
-        return contains(node, args[0], path)
-    if name == "iter":
-        _require_container(node, path)
-        return [nodes.to_plain(x) for x in (node.keys() if nodes.is_dict_node(node) else node)]
-    if nodes.is_dict_node(node) and name in DICT_READERS:
-        return _dict_reader(node, name, args)
-    if nodes.is_list_node(node) and name in LIST_READERS:
-        return _list_reader(node, name, args, path)
-    raise _no_method(node, name, path)
-
-
-def read_attribute(root, steps, name, visit=None):
+def read_attribute(root, steps, name, reads=UNTRACKED):
     """``db['s'].upper``: a public attribute of the value, taken from a plain copy.
 
-    A dict or list is not copied for a name that dicts or lists do not have
-    (``db.hisotry()`` does not read the whole database to say so).
+    A dict or list is not copied (nor tracked whole) for a name that dicts or
+    lists do not have (``db.hisotry()`` does not read the whole database to
+    say so).
     """
-    node = traverse(root, steps, visit)
+    node = traverse(root, steps, reads)
     path = format_path(steps)
     kind = dict if nodes.is_dict_node(node) else list if nodes.is_list_node(node) else None
     if kind is not None and not hasattr(kind, name):
         raise AttributeNotFoundError(path, f"{nodes.describe_type(node)} has no attribute {name!r}")
-    _visit_all(visit, node)
+    reads.whole(node)
     value = nodes.to_plain(node)
     try:
         return getattr(value, name)
     except AttributeError:
         raise AttributeNotFoundError(
             path, f"{nodes.describe_type(value)} has no attribute {name!r}") from None
-
-
-SEQUENCE_READERS = {"len", "contains", "iter", "index", "count"}
-
-
-def _sequence_reader(value, name, args, path):
-    """``len``, ``in``, iteration, ``index`` and ``count`` of a str, bytes or tuple value."""
-    if name == "len":
-        return len(value)
-    if name == "iter":
-        return list(value)
-    try:
-        if name == "contains":
-            return args[0] in value
-        return getattr(value, name)(*args)
-    except PASS_THROUGH:
-        raise
-    except ValueError:
-        raise ValueNotFoundError(path, f"{nodes.short_repr(args[0], 60)} is not in "
-                                       f"{nodes.describe_type(value)}") from None
-    except TypeError as exc:
-        what = "in" if name == "contains" else f"{name}()"
-        raise BadArgumentError(path, f"{what} on {nodes.describe_type(value)}: {exc}") from None
 
 
 def contains(node, item, path):
@@ -314,34 +281,6 @@ def _exc_text(exc):
         return f"{type(exc).__name__}: {exc}"
     except Exception:  # an exception whose __str__ fails too
         return type(exc).__name__
-
-
-def _dict_reader(node, name, args):
-    if name == "get":
-        value = nodes.find(node, args[0])
-        if value is nodes.MISSING:
-            return args[1] if len(args) > 1 else None
-        return nodes.to_plain(value)
-    if name == "keys":
-        return list(node.keys())
-    if name == "values":
-        return [nodes.to_plain(v) for v in node.values()]
-    return [(k, nodes.to_plain(v)) for k, v in node.items()]
-
-
-def _list_reader(node, name, args, path):
-    """``count``/``index`` on a plain copy, comparing with compare_equal's errors."""
-    item = args[0]
-    start, stop = ([_int_arg(a, name, path) for a in args[1:]] + [None, None])[:2]
-    bounds = range(len(node))[start:stop]
-    matches = (i for i, x in itertools.islice(enumerate(node), bounds.start, bounds.stop)
-               if compare_equal(nodes.to_plain(x), item, path))
-    if name == "count":
-        return sum(1 for _ in matches)
-    index = next(matches, None)
-    if index is None:
-        raise ValueNotFoundError(path, f"{nodes.short_repr(item, 60)} is not in the list")
-    return index
 
 
 def apply_operator(symbol, func, left, right, path, shown=None):
@@ -399,15 +338,11 @@ def _require_container(node, path):
         raise NotAContainerError(path, f"{nodes.describe_type(node)} has no items")
 
 
-def _no_method(node, name, path):
-    return NotAContainerError(path, f"{nodes.describe_type(node)} has no method {name}()")
-
-
 # -- writing ---------------------------------------------------------------
 
-def set_item(root, steps, value, visit=None):
+def set_item(root, steps, value, reads=UNTRACKED):
     """``db[...][key] = value``: convert deeply (depth counted from db), then store."""
-    parent = traverse(root, steps[:-1], visit, for_write=True)
+    parent = traverse(root, steps[:-1], for_write=True)
     key, path = steps[-1], format_path(steps)
     sliced = isinstance(key, slice)
     node = nodes.to_node(value, path, len(steps) - sliced)  # a slice's items sit at len(steps)
@@ -447,8 +382,8 @@ def _store_index(lst, index, node, steps):
     lst[index] = node
 
 
-def del_item(root, steps, visit=None):
-    parent = traverse(root, steps[:-1], visit, for_write=True)
+def del_item(root, steps, reads=UNTRACKED):
+    parent = traverse(root, steps[:-1], for_write=True)
     key, path = steps[-1], format_path(steps)
     if not isinstance(key, slice):
         child(parent, key, steps, for_write=True)
@@ -461,55 +396,318 @@ def del_item(root, steps, visit=None):
     del parent[key]
 
 
-def call_writer(root, steps, name, args, kwargs, visit=None):
-    """Mutating methods of list and dict, applied to the stored node.
+# -- node adapters: the methods a statement may call -------------------------
+
+def call_reader(root, steps, name, args, kwargs, reads=UNTRACKED):
+    """A read method (``get``, ``keys``, ``index``, ``len``...): plain results, no writes."""
+    node = traverse(root, steps, reads)
+    reads.whole(node)
+    adapter = adapt(node, format_path(steps), len(steps))
+    return adapter.method(name, READ)(adapter, *args, **kwargs)
+
+
+def call_writer(root, steps, name, args, kwargs, reads=UNTRACKED):
+    """A mutating method of a list or dict, applied to the stored node.
 
     Each checks its arguments and converts every new value before it changes
     anything, so a statement that fails inside a block leaves nothing behind.
     """
-    node = traverse(root, steps, visit, for_write=True)
-    path = format_path(steps)
-    if nodes.is_list_node(node) and name in LIST_WRITERS:
-        _check_arity("list.pop" if name == "pop" else name, args, path)
-        result = _list_writer(node, name, args, kwargs, path, len(steps))
-        _promote_if_big(root, steps, node)
-        return result
-    if nodes.is_dict_node(node) and name in DICT_WRITERS:
-        _check_arity("dict.pop" if name == "pop" else name, args, path)
-        return _dict_writer(node, name, args, kwargs, path, len(steps))
-    raise _no_method(node, name, path)
+    node = traverse(root, steps, for_write=True)
+    adapter = adapt(node, format_path(steps), len(steps))
+    result = adapter.method(name, WRITE)(adapter, *args, **kwargs)
+    adapter.finished(root, steps)
+    return result
 
 
-def _list_writer(node, name, args, kwargs, path, level):
-    """``level``: how deep the list sits below db; its new items sit one deeper."""
-    n = len(node)
-    if name == "append":
-        node.append(nodes.to_node(args[0], f"{path}[{n}]", level + 1))
-    elif name == "extend":
-        items = iterable_arg(args[0], name, path)
-        node.extend([nodes.to_node(x, f"{path}[{n + i}]", level + 1)
-                     for i, x in enumerate(items)])
-    elif name == "insert":
-        index = _int_arg(args[0], name, path)
+def adapt(node, path, level):
+    """The adapter of a stored node: :class:`DictNode`, :class:`ListNode`,
+    :class:`SequenceNode` (a str, bytes or tuple value) or :class:`Node`.
+
+    ``level``: how deep the node sits below db (its new items sit one deeper).
+    """
+    if nodes.is_dict_node(node):
+        return DictNode(node, path, level)
+    if nodes.is_list_node(node):
+        return ListNode(node, path, level)
+    if isinstance(node, SEQUENCE_VALUES):
+        return SequenceNode(node, path, level)
+    return Node(node, path, level)
+
+
+READ, WRITE = "read", "write"
+
+
+def _method(kind, low, high):
+    """Mark an adapter method as a reader or a writer of ``low`` to ``high`` arguments.
+
+    The number of positional arguments is checked before anything is read or
+    changed, and a wrong one is a BadArgumentError (not Python's TypeError).
+    """
+    def mark(func):
+        name = func.__name__
+
+        @functools.wraps(func)
+        def method(self, *args, **kwargs):
+            if not low <= len(args) <= high:
+                wanted = (f"{low}" if low == high else f"{low} to {high}") + " argument"
+                wanted += "" if high == 1 else "s"
+                raise BadArgumentError(self.path, f"{name}() takes {wanted}, not {len(args)}")
+            return func(self, *args, **kwargs)
+        method.kind = kind
+        return method
+    return mark
+
+
+def reader(low, high=None):
+    return _method(READ, low, low if high is None else high)
+
+
+def writer(low, high=None):
+    return _method(WRITE, low, low if high is None else high)
+
+
+class Node:
+    """A stored node as a statement sees it: a scalar has no methods but these.
+
+    Subclasses add a node kind's methods, each marked ``@reader`` or
+    ``@writer`` with the arguments it takes; :meth:`method` finds them by name.
+    """
+
+    __slots__ = ("node", "path", "level")
+
+    def __init__(self, node, path, level):
+        self.node, self.path, self.level = node, path, level
+
+    def method(self, name, kind):
+        """The ``kind`` (READ or WRITE) method ``name``; NotAContainerError if there is none."""
+        method = getattr(type(self), name, None)
+        if getattr(method, "kind", None) != kind:
+            raise NotAContainerError(
+                self.path, f"{nodes.describe_type(self.node)} has no method {name}()")
+        return method
+
+    def finished(self, root, steps):
+        """After a writer succeeded (a list may become a BigList)."""
+
+    @reader(0)
+    def len(self):
+        _require_container(self.node, self.path)
+        return len(self.node)
+
+    @reader(1)
+    def contains(self, item):
+        return contains(self.node, item, self.path)
+
+    @reader(0)
+    def iter(self):
+        _require_container(self.node, self.path)
+        node = self.node
+        return [nodes.to_plain(x) for x in (node.keys() if nodes.is_dict_node(node) else node)]
+
+    @reader(0)
+    def bool(self):
+        """``bool`` of the value; a dict or list is not copied for it (``if db['l']:``)."""
+        if nodes.is_container(self.node):
+            return len(self.node) > 0
+        return apply_unary(f"bool({self.path})", bool, nodes.to_plain(self.node), self.path)
+
+
+class SequenceNode(Node):
+    """A str, bytes or tuple value: read-only, with the sequence readers.
+
+    ``len``, ``in``, iteration, ``index`` and ``count`` as Python does them;
+    Python checks the arguments (``str.count`` takes bounds, ``tuple.count``
+    does not), and its errors become zpydb's.  No writers: nothing writes into
+    these values (assign the whole value instead).
+    """
+
+    __slots__ = ()
+
+    @reader(0)
+    def len(self):
+        return len(self.node)
+
+    @reader(0)
+    def iter(self):
+        return list(self.node)
+
+    @reader(1)
+    def contains(self, item):
+        return self._call("in", lambda: item in self.node, item)
+
+    @reader(0, 3)
+    def index(self, *args):
+        return self._call("index()", lambda: self.node.index(*args), *args)
+
+    @reader(0, 3)
+    def count(self, *args):
+        return self._call("count()", lambda: self.node.count(*args), *args)
+
+    def _call(self, what, func, *args):
+        value, path = self.node, self.path
+        try:
+            return func()
+        except PASS_THROUGH:
+            raise
+        except ValueError:
+            raise ValueNotFoundError(path, f"{nodes.short_repr(args[0], 60)} is not in "
+                                           f"{nodes.describe_type(value)}") from None
+        except TypeError as exc:
+            raise BadArgumentError(path, f"{what} on {nodes.describe_type(value)}: {exc}") from None
+
+
+class ListNode(Node):
+    """A stored list (PersistentList or BigList) and list's methods."""
+
+    __slots__ = ()
+
+    def finished(self, root, steps):
+        _promote_if_big(root, steps, self.node)
+
+    # -- readers: ``count``/``index`` compare plain copies, with compare_equal's errors
+    def _matches(self, name, item, bounds):
+        start, stop = ([_int_arg(a, name, self.path) for a in bounds] + [None, None])[:2]
+        window = range(len(self.node))[start:stop]
+        return (i for i, x in itertools.islice(enumerate(self.node), window.start, window.stop)
+                if compare_equal(nodes.to_plain(x), item, self.path))
+
+    @reader(1, 3)
+    def index(self, item, *bounds):
+        index = next(self._matches("index", item, bounds), None)
+        if index is None:
+            raise ValueNotFoundError(self.path, f"{nodes.short_repr(item, 60)} is not in the list")
+        return index
+
+    @reader(1)
+    def count(self, item):
+        return sum(1 for _ in self._matches("count", item, ()))
+
+    # -- writers
+    def _new(self, value, position):
+        return nodes.to_node(value, f"{self.path}[{position}]", self.level + 1)
+
+    @writer(1)
+    def append(self, value):
+        self.node.append(self._new(value, len(self.node)))
+
+    @writer(1)
+    def extend(self, values):
+        n = len(self.node)
+        items = iterable_arg(values, "extend", self.path)
+        self.node.extend([self._new(x, n + i) for i, x in enumerate(items)])
+
+    @writer(2)
+    def insert(self, index, value):
+        n = len(self.node)
+        index = _int_arg(index, "insert", self.path)
         position = max(0, index + n) if index < 0 else min(index, n)  # as list.insert clamps
-        node.insert(position, nodes.to_node(args[1], f"{path}[{position}]", level + 1))
-    elif name == "pop":
-        index = _int_arg(args[0], name, path) if args else -1
-        if not n:
-            raise BadIndexError(path, "pop from an empty list")
-        _check_index(node, index, path)
-        return nodes.to_plain(node.pop(index))
-    elif name == "remove":
-        index = _list_reader(node, "index", args, path)
-        del node[index]
-    elif name == "sort":
-        _sort(node, kwargs, path)
-    elif name == "reverse":
-        node.reverse()
-    elif name == "clear":
-        del node[:]
-    return None
+        self.node.insert(position, self._new(value, position))
 
+    @writer(0, 1)
+    def pop(self, *index):
+        index = _int_arg(index[0], "pop", self.path) if index else -1
+        if not len(self.node):
+            raise BadIndexError(self.path, "pop from an empty list")
+        _check_index(self.node, index, self.path)
+        return nodes.to_plain(self.node.pop(index))
+
+    @writer(1)
+    def remove(self, value):
+        del self.node[self.index(value)]
+
+    @writer(0)
+    def sort(self, key=None, reverse=False):
+        """list.sort on a plain copy; nothing changes unless every item could be compared."""
+        node, path = self.node, self.path
+        if key is not None and not callable(key):
+            raise BadArgumentError(path, f"sort(key=...) needs a function, not "
+                                         f"{nodes.describe_type(key)}")
+        if not isinstance(reverse, int):
+            raise BadArgumentError(path, f"sort(reverse=...) needs True or False, not "
+                                         f"{nodes.describe_type(reverse)}")
+        plain = [nodes.to_plain(x) for x in node]
+        try:
+            order = sorted(range(len(plain)),
+                           key=(lambda i: key(plain[i])) if key else plain.__getitem__,
+                           reverse=bool(reverse))
+        except PASS_THROUGH:
+            raise
+        except Exception as exc:  # items of mixed types, or the key function failed
+            raise OperationError(path, f"cannot sort the list: {_exc_text(exc)}") from exc
+        items = list(node)
+        node[:] = [items[i] for i in order]
+
+    @writer(0)
+    def reverse(self):
+        self.node.reverse()
+
+    @writer(0)
+    def clear(self):
+        del self.node[:]
+
+
+class DictNode(Node):
+    """A stored dict (an OOBTree) and dict's methods."""
+
+    __slots__ = ()
+
+    # -- readers
+    @reader(1, 2)
+    def get(self, key, default=None):
+        value = nodes.find(self.node, key)
+        return default if value is nodes.MISSING else nodes.to_plain(value)
+
+    @reader(0)
+    def keys(self):
+        return list(self.node.keys())
+
+    @reader(0)
+    def values(self):
+        return [nodes.to_plain(v) for v in self.node.values()]
+
+    @reader(0)
+    def items(self):
+        return [(k, nodes.to_plain(v)) for k, v in self.node.items()]
+
+    # -- writers
+    @writer(0, 1)
+    def update(self, other=(), **kwargs):
+        _update(self.node, mapping_arg(other, self.path), kwargs, self.path, self.level)
+
+    @writer(1, 2)
+    def setdefault(self, key, default=None):
+        tree, path = self.node, self.path
+        value = nodes.find(tree, key)
+        if value is nodes.MISSING:
+            key = nodes.check_key_type(key, path, self.level)
+            key_path = f"{path}[{nodes.short_repr(key)}]"
+            value = nodes.to_node(default, key_path, self.level + 1)
+            _store_key(tree, key, value, key_path)
+        return nodes.to_plain(value)
+
+    @writer(1, 2)
+    def pop(self, key, *default):
+        tree = self.node
+        if nodes.find(tree, key) is not nodes.MISSING:
+            return nodes.to_plain(tree.pop(nodes.exact_key(key)))
+        if default:
+            return default[0]
+        raise KeyNotFoundError(f"{self.path}[{nodes.short_repr(key)}]", "no such key")
+
+    @writer(0)
+    def popitem(self):
+        tree = self.node
+        if not tree.keys():
+            raise KeyNotFoundError(self.path, "popitem(): the dict is empty")
+        key = tree.maxKey() if isinstance(tree, OOBTree) else list(tree.keys())[-1]
+        return key, nodes.to_plain(tree.pop(key))
+
+    @writer(0)
+    def clear(self):
+        self.node.clear()
+
+
+# -- arguments and helpers of the writers ----------------------------------
 
 def iterable_arg(value, name, path):
     if isinstance(value, (list, tuple, range)):
@@ -519,56 +717,6 @@ def iterable_arg(value, name, path):
     except Exception as exc:
         raise BadArgumentError(path, f"{name}() needs an iterable (a list, tuple, range...), "
                                      f"not {nodes.describe_type(value)}") from exc
-
-
-def _sort(node, kwargs, path):
-    """list.sort on a plain copy; nothing changes unless every item could be compared."""
-    plain = [nodes.to_plain(x) for x in node]
-    key, reverse = kwargs.get("key"), kwargs.get("reverse", False)
-    if key is not None and not callable(key):
-        raise BadArgumentError(path, f"sort(key=...) needs a function, not "
-                                     f"{nodes.describe_type(key)}")
-    if not isinstance(reverse, int):
-        raise BadArgumentError(path, f"sort(reverse=...) needs True or False, not "
-                                     f"{nodes.describe_type(reverse)}")
-    try:
-        order = sorted(range(len(plain)), key=(lambda i: key(plain[i])) if key else plain.__getitem__,
-                       reverse=bool(reverse))
-    except PASS_THROUGH:
-        raise
-    except Exception as exc:  # items of mixed types, or the key function failed
-        raise OperationError(path, f"cannot sort the list: {_exc_text(exc)}") from exc
-    items = list(node)
-    node[:] = [items[i] for i in order]
-
-
-def _dict_writer(tree, name, args, kwargs, path, level):
-    """``level``: how deep the dict sits below db; its new values sit one deeper."""
-    if name == "update":
-        _update(tree, mapping_arg(args[0], path) if args else {}, kwargs, path, level)
-        return None
-    if name == "setdefault":
-        value = nodes.find(tree, args[0])
-        if value is nodes.MISSING:
-            key = nodes.check_key_type(args[0], path, level)
-            key_path = f"{path}[{nodes.short_repr(key)}]"
-            value = nodes.to_node(args[1] if len(args) > 1 else None, key_path, level + 1)
-            _store_key(tree, key, value, key_path)
-        return nodes.to_plain(value)
-    if name == "pop":
-        if nodes.find(tree, args[0]) is not nodes.MISSING:
-            return nodes.to_plain(tree.pop(nodes.exact_key(args[0])))
-        if len(args) > 1:
-            return args[1]
-        raise KeyNotFoundError(f"{path}[{nodes.short_repr(args[0])}]", "no such key")
-    if name == "popitem":
-        keys = tree.keys()
-        if not keys:
-            raise KeyNotFoundError(path, "popitem(): the dict is empty")
-        key = tree.maxKey() if isinstance(tree, OOBTree) else list(keys)[-1]
-        return key, nodes.to_plain(tree.pop(key))
-    tree.clear()
-    return None
 
 
 def mapping_arg(value, path):
@@ -600,7 +748,7 @@ def _update(tree, incoming, kwargs, path, level):
         raise
 
 
-def augment(root, steps, symbol, func, other, visit=None):
+def augment(root, steps, symbol, func, other, reads=UNTRACKED):
     """``p op= other`` as one read-modify-write, in the transaction it is given.
 
     ``+=``/``-=`` of a number on a number does not rewrite the number in its
@@ -613,19 +761,21 @@ def augment(root, steps, symbol, func, other, visit=None):
     path = format_path(steps)
     if not steps:
         raise NotAContainerError("db", f"cannot use {symbol}= on the root")
-    node = traverse(root, steps, visit)
+    node = traverse(root, steps, reads)
     if _is_delta(symbol, node, other):
-        _visit(visit, node, None)  # a block that increments has read the number
+        reads.at(node)  # a block that increments has read the number
         return _add_to_counter(root, steps, node, other if symbol == "+" else -other)
-    _visit_all(visit, node)
+    reads.whole(node)
     current = nodes.to_plain(node)
-    if symbol == "+" and isinstance(current, list):
-        return call_writer(root, steps, "extend", [iterable_arg(other, "+=", path)], {}, visit)
+    if symbol == "+" and isinstance(current, list):  # concurrent extends merge
+        # call_writer walks the path again for writing: ``db['l'][:] += x`` is
+        # refused (the read walk above gave a copy of the slice, not the list)
+        return call_writer(root, steps, "extend", [iterable_arg(other, "+=", path)], {}, reads)
     result = _operate(func, symbol, current, other, path)
     if merging.is_counter(node) and _is_number(result):
         node.set(result)  # never merges with a concurrent increment
         return None
-    return set_item(root, steps, result, visit)
+    return set_item(root, steps, result, reads)
 
 
 def _is_number(value):

@@ -25,17 +25,19 @@ from ZODB.DemoStorage import DemoStorage
 from ZODB.MappingStorage import MappingStorage
 
 from . import errors, nodes
-from .session import DISCONNECTS, translate
-from .transactions import open_blocks
+from .translate import DISCONNECTS, translate
 
 SECONDS_PER_DAY = 86400
 MEMORY_STORAGES = (MappingStorage, DemoStorage)
 
 
 def pack(session, days=0):
-    """Pack the storage of ``session``, keeping ``days`` days of history (0: none)."""
+    """Pack the storage of ``session``, keeping ``days`` days of history (0: none).
+
+    ``days`` is checked (check_days) and a block of this thread refused
+    (refusal) by the caller, the executor's ``database`` call.
+    """
     check_days(days)
-    _refuse_inside_block(session)
     _require_packable(session)
     storage = session.db.storage
     try:
@@ -59,13 +61,13 @@ def check_days(days):
             "db", f"pack(days) needs a number of days >= 0, not {nodes.short_repr(days, 40)}")
 
 
-def _refuse_inside_block(session):
-    if open_blocks(session):
-        raise errors.PackError(
-            session.name, "db.pack() cannot run while a db.lock(), db.transaction() or "
-                          "db.atomic block is open in this thread: the block reads from a "
-                          "snapshot the pack may remove; call it after db.unlock() or the "
-                          "end of the block (nothing was packed)")
+def refusal(session):
+    """The error for db.pack() while a block of this thread is open (executor.database)."""
+    return errors.PackError(
+        session.name, "db.pack() cannot run while a db.lock(), db.transaction() or "
+                      "db.atomic block is open in this thread: the block reads from a "
+                      "snapshot the pack may remove; call it after db.unlock() or the "
+                      "end of the block (nothing was packed)")
 
 
 def _require_packable(session):

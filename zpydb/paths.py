@@ -26,8 +26,10 @@ I/O and never raises; ``hash(p)`` raises TypeError (the value behind a path can
 change, so no hash can match ``==``), and ``isinstance``, ``is``, ``json``,
 ``copy`` and ``pickle`` see the reference: use ``p.value()`` there.
 
-A Path runs its operations through an *executor* (transactions.py: autocommit
-statements and transaction blocks), so the same proxy code serves both.
+A Path runs its operations through an *executor* (transactions.py's
+``Autocommit`` and ``Block``): ``read(op)`` and ``write(op, note)``, where
+``op(root, reads)`` is an ops.py call and ``reads`` the executor's read
+tracker, so the same proxy code serves both.
 """
 
 import math
@@ -104,13 +106,13 @@ class Path:
     # -- reading ----------------------------------------------------------
     def value(self):
         """The current committed value here, as a plain Python copy (one read)."""
-        return self._executor.read(lambda root, visit: ops.read(root, self._steps, visit))
+        return self._executor.read(lambda root, reads: ops.read(root, self._steps, reads))
 
     _run = value  # pyzdb's name
 
     def _reader(self, name, *args, **kwargs):
         return self._executor.read(
-            lambda root, visit: ops.call_reader(root, self._steps, name, args, kwargs, visit))
+            lambda root, reads: ops.call_reader(root, self._steps, name, args, kwargs, reads))
 
     def __getattr__(self, name):
         """Any other public attribute is the value's (``db['s'].upper()``): a read.
@@ -121,7 +123,7 @@ class Path:
         if name.startswith("_"):
             raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
         return self._executor.read(
-            lambda root, visit: ops.read_attribute(root, self._steps, name, visit))
+            lambda root, reads: ops.read_attribute(root, self._steps, name, reads))
 
     def get(self, key, default=None):
         return self._reader("get", key, default)
@@ -170,11 +172,11 @@ class Path:
         note = f"{ops.format_path(steps)} = {_short_repr(value)}"
         value = _own_or_plain(value, self._executor)
         self._executor.write(
-            lambda root, visit: ops.set_item(root, steps, _resolve(value, root), visit), note)
+            lambda root, reads: ops.set_item(root, steps, _resolve(value, root), reads), note)
 
     def __delitem__(self, key):
         steps = self._steps + (_key(key),)
-        self._executor.write(lambda root, visit: ops.del_item(root, steps, visit),
+        self._executor.write(lambda root, reads: ops.del_item(root, steps, reads),
                              f"del {ops.format_path(steps)}")
 
     def _writer(self, name, *args, **kwargs):
@@ -183,8 +185,8 @@ class Path:
         note = f"{self._expr()}.{name}({shown})"
         args = [_own_or_plain(a, self._executor) for a in args]
         return self._executor.write(
-            lambda root, visit: ops.call_writer(
-                root, self._steps, name, [_resolve(a, root) for a in args], kwargs, visit),
+            lambda root, reads: ops.call_writer(
+                root, self._steps, name, [_resolve(a, root) for a in args], kwargs, reads),
             note)
 
     def append(self, value):
@@ -229,8 +231,8 @@ class Path:
         steps = self._steps
         note = f"{self._expr()} {symbol}= {_short_repr(other)}"
 
-        def apply(root, visit):
-            return ops.augment(root, steps, symbol, func, _plain(other), visit)
+        def apply(root, reads):
+            return ops.augment(root, steps, symbol, func, _plain(other), reads)
 
         self._executor.write(apply, note)
         return _Applied(self._executor, steps)

@@ -10,27 +10,29 @@ connections keep their object caches warm between statements).
   was acknowledged before it), runs the read, and aborts: reads never write.
 * :meth:`Session.write` runs the change in a ``TransactionManager.attempts()``
   loop, which retries ZODB's transient conflicts until ``retry_timeout`` (and
-  the optional ``retries`` cap) runs out, and commits durably before returning.  The note reads like the statement; the
-  extension ``zpydb`` marks the record for the undo/redo walk (see undo.py).
+  the optional ``retries`` cap) runs out, and commits durably before returning.
+
+This is the engine under transactions.py's ``Autocommit`` executor: what the
+transaction records (note, user, the ``zpydb`` extension) is the executor's
+business (``describe``), which storage errors become which zpydb errors is
+translate.py's.
 """
 
-import functools
-import getpass
 import itertools
 import logging
 import random
 import threading
 import time
-from contextlib import contextmanager
 
 import transaction
 import ZODB.POSException as POS
 from BTrees.OOBTree import OOBTree
 from ZEO.ClientStorage import ClientStorage
-from ZEO.Exceptions import ClientDisconnected, ServerException
 
 from . import errors, interrupts, outcome
 from .storage import SERVER_BEHIND_MESSAGE, OpenDatabase, server_behind_cache
+from .translate import (COMMIT_FAILURES, DISCONNECTS, LOCK_ERRORS, TRANSLATED,
+                        describe_failure, translate, translate_errors)
 
 DATA_KEY = "zpydb"  # the OOBTree under ZODB's root PersistentMapping that holds db's keys
 #: The root key beside DATA_KEY that holds the stored format (docs/architecture.md).
@@ -39,7 +41,6 @@ FORMAT_KEY = "zpydb_format"
 #: The newest stored format this code reads and the one it writes.
 #: 1: BigLists record their chunk size, chunks their capacity (biglist.py).
 FORMAT_VERSION = 1
-NOTE_LIMIT = 300
 LOOKUP_TRIES = 20  # outcome lookups after a broken commit, within wait_timeout
 
 # ZODB, ZEO and transaction log what zpydb turns into its own errors ("Failure
@@ -48,37 +49,6 @@ LOOKUP_TRIES = 20  # outcome lookups after a broken commit, within wait_timeout
 # logging (then everything still propagates to its handlers).
 for _name in ("ZODB", "ZEO", "txn", "transaction", "relstorage"):
     logging.getLogger(_name).addHandler(logging.NullHandler())
-
-try:  # RelStorage: a lock it could not take in time is worth another attempt
-    from relstorage.adapters.interfaces import UnableToAcquireLockError as _LockError
-    LOCK_ERRORS = (_LockError,)
-except ImportError:  # pragma: no cover - RelStorage is an optional extra
-    LOCK_ERRORS = ()
-
-try:  # RelStorage on psycopg2: the database server's connection broke
-    import psycopg2
-    from relstorage.adapters.interfaces import ReplicaClosedException
-    DRIVER_DISCONNECTS = (psycopg2.OperationalError, psycopg2.InterfaceError,
-                          ReplicaClosedException)
-except ImportError:  # pragma: no cover - RelStorage is an optional extra
-    DRIVER_DISCONNECTS = ()
-
-#: The connection to the server broke: the statement may be run again once
-#: the outcome of its commit is known (ZEO's, or PostgreSQL's through RelStorage).
-DISCONNECTS = (ClientDisconnected,) + DRIVER_DISCONNECTS
-
-#: Failures during a commit after which zpydb looks up the outcome (outcome.py).
-COMMIT_FAILURES = DISCONNECTS + (ServerException, OSError)
-
-
-@functools.lru_cache(maxsize=None)
-def os_user():
-    """The OS user recorded with every transaction (looked up once: pwd is slow)."""
-    try:
-        return getpass.getuser()
-    except Exception:  # no login name in some containers
-        return "unknown"
-
 
 class _ZpydbTransactionManager(transaction.TransactionManager):
     """``attempts()`` bounded by a deadline; commits that Ctrl-C cannot cut in half.
@@ -285,14 +255,16 @@ class Session:
             with interrupts.deferred():  # a Ctrl-C lands after the read (interrupts.py)
                 tm.begin()
                 try:
-                    return func(data_root(conn), conn)
+                    return func(data_root(conn))
                 finally:
                     tm.abort()
         except TRANSLATED as exc:
             raise translate(exc, self.name, storage) from None
 
-    def write(self, func, note):
-        """Run ``func(data_root, conn)`` as one durable transaction, exactly once.
+    def write(self, func, describe):
+        """Run ``func(data_root)`` as one durable transaction, exactly once.
+
+        ``describe(txn)`` writes the transaction's metadata (each attempt).
 
         ``TransactionManager.attempts()`` begins a fresh transaction per attempt
         and retries what cannot be merged (conflicts) until ``retry_timeout``
@@ -311,7 +283,7 @@ class Session:
             while True:
                 tm, conn = self.connection()
                 try:
-                    return self._attempts(tm, conn, func, note, txid, budget, result)
+                    return self._attempts(tm, conn, func, describe, txid, budget, result)
                 except COMMIT_FAILURES as exc:
                     if not recovery.handles(exc, tm):
                         raise  # not the storage's failure (e.g. a file the statement reads)
@@ -319,15 +291,15 @@ class Session:
                     if recovery.committed(exc, tm, txid, started):
                         return result.value
 
-    def _attempts(self, tm, conn, func, note, txid, budget, result):
+    def _attempts(self, tm, conn, func, describe, txid, budget, result):
         tm.deadline = budget.deadline
         for attempt in tm.attempts(budget.max_attempts):
             budget.next_attempt()
             with attempt:
                 txn = tm.get()
-                describe_transaction(txn, note)
+                describe(txn)
                 outcome.mark(txn, txid)
-                result.value = func(data_root(conn), conn)
+                result.value = func(data_root(conn))
                 interrupts.checkpoint()  # a Ctrl-C so far: abort rather than commit
         return result.value
 
@@ -342,9 +314,9 @@ class Session:
                 return self._look_up(txid, started)
         except DISCONNECTS + (outcome.Unknown, POS.POSError, OSError, ValueError) as lookup:
             error = errors.DisconnectedError(
-                f"{self.name}: the commit failed ({_describe_failure(exc)}) and whether it "
+                f"{self.name}: the commit failed ({describe_failure(exc)}) and whether it "
                 f"was applied is UNKNOWN: the transaction log could not be read afterwards "
-                f"({_describe_failure(lookup)}). Look at db.history() once the server "
+                f"({describe_failure(lookup)}). Look at db.history() once the server "
                 f"answers before repeating the change")
             error.applied = None
             raise error from None
@@ -454,78 +426,3 @@ def data_root(conn):
         return root[DATA_KEY]
     except KeyError:  # read-only storage that was never initialised
         return OOBTree()
-
-
-def describe_transaction(txn, note, kind="write", **extension):
-    """Note, user and the ``zpydb`` extension that undo.py reads back."""
-    if len(note) > NOTE_LIMIT:
-        note = note[:NOTE_LIMIT - 3] + "..."
-    txn.note(note)
-    txn.setUser(os_user())
-    txn.setExtendedInfo(DATA_KEY, kind)
-    for key, value in extension.items():
-        txn.setExtendedInfo(key, value)
-
-
-#: The ZODB/ZEO exceptions :func:`translate` turns into zpydb errors.
-TRANSLATED = DISCONNECTS + (POS.ReadOnlyError, POS.ConflictError, POS.UndoError,
-              POS.Unsupported, ServerException) + LOCK_ERRORS
-
-
-@contextmanager
-def translate_errors(name, storage=None, budget=None):
-    """ZODB/ZEO exceptions -> zpydb errors that say what happened in plain words."""
-    try:
-        yield
-    except errors.Error:
-        raise
-    except TRANSLATED as exc:
-        raise translate(exc, name, storage, budget) from (
-            exc if isinstance(exc, POS.ConflictError) else None)
-
-
-def translate(exc, name, storage=None, budget=None):
-    """The zpydb error for one of the TRANSLATED exceptions."""
-    if isinstance(exc, DRIVER_DISCONNECTS):
-        return _applied(errors.DisconnectedError(
-            f"the connection of {name} to its database server broke "
-            f"({_describe_failure(exc)}); nothing was applied"), False)
-    if isinstance(exc, ClientDisconnected):
-        if server_behind_cache(storage):
-            return errors.DisconnectedError(f"{name}: {SERVER_BEHIND_MESSAGE}")
-        return _applied(errors.DisconnectedError(
-            f"the server of {name} is not reachable: the connection was lost or not made "
-            f"within wait_timeout ({_describe_failure(exc)}); nothing was applied; the client "
-            f"reconnects by itself when the server is back"), False)
-    if isinstance(exc, POS.ReadOnlyError):
-        return errors.ReadOnlyError(
-            f"{name} is read-only (a read-only server or replica); send writes to the "
-            f"primary server")
-    if isinstance(exc, POS.ConflictError) or isinstance(exc, LOCK_ERRORS):
-        tried = f"; {budget.describe()}" if budget is not None else ""
-        return _applied(errors.ConflictError(
-            f"another client kept changing the same data{tried}; nothing was applied "
-            f"({_describe_failure(exc)})"), False)
-    if isinstance(exc, POS.UndoError):
-        return errors.UndoError(f"cannot undo: {exc}")
-    if isinstance(exc, (OSError, ServerException)):
-        return _applied(errors.StorageError(
-            f"{name} could not store the change ({_describe_failure(exc)}); nothing was "
-            f"applied (checked in the transaction log)"), False)
-    return errors.Error(
-        f"{name} cannot do this: {exc} (zpydb.File needs a storage with blobs: a file, "
-        f"ZEO or RelStorage database; memory:// has none)")
-
-
-def _applied(error, applied):
-    """Record on ``error`` what is known of the outcome (True, False, None: unknown)."""
-    error.applied = applied
-    return error
-
-
-def _describe_failure(exc):
-    try:
-        text = str(exc)
-    except Exception:
-        text = ""
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -1,11 +1,25 @@
 """Where a statement's transaction comes from: autocommit, blocks, lock/unlock, atomic.
 
-A :class:`~zpydb.paths.Path` hands each operation to an *executor*:
+A :class:`~zpydb.paths.Path` hands each operation to an *executor*.  Both
+executors have one protocol:
+
+* ``read(op)``: ``op(root, reads)`` in a transaction that writes nothing;
+* ``write(op, note)``: ``op(root, reads)`` as (part of) a transaction whose
+  note is ``note`` (:func:`describe_transaction` writes the metadata);
+
+where ``op`` is an ops.py call and ``reads`` the executor's read tracker
+(:class:`ops.Reads`).  The executors:
 
 * :class:`Autocommit` (the default ``db``): each statement is its own
-  transaction (session.py), or joins this thread's ``db.lock()`` block if open;
+  transaction (session.py's engine), its tracker :data:`ops.UNTRACKED` does
+  nothing; or it joins this thread's ``db.lock()`` block if one is open;
 * :class:`Block` (``with db.transaction() as t``): every statement runs in one
-  open ZODB transaction on a private connection, which commits at the end.
+  open ZODB transaction on a private connection, which commits at the end; its
+  tracker registers every read (below).
+
+Database-wide calls (undo, redo, history, pack) go through
+``Autocommit.database(call, refusal)``: they run on the session only when no
+block of this thread is open (they commit behind a block's snapshot).
 
 Blocks are serializable: every persistent object a block reads is registered
 with ``Connection.readCurrent``, so if another client commits a change to it
@@ -20,6 +34,8 @@ to bound memory.
 ``TransactionManager.attempts()`` plus a bounded, jittered back-off.
 """
 
+import functools
+import getpass
 import threading
 import time
 import weakref
@@ -27,15 +43,37 @@ from contextlib import nullcontext
 
 from ZODB.utils import z64
 
-from . import errors, interrupts, outcome
-from .session import (COMMIT_FAILURES, DISCONNECTS, Recovery, RetryBudget, _Result, data_root,
-                      describe_transaction, translate, translate_errors)
+from . import errors, interrupts, ops, outcome
+from .session import DATA_KEY, Recovery, RetryBudget, _Result, data_root
+from .translate import COMMIT_FAILURES, DISCONNECTS, translate, translate_errors
 
 
 #: A long block (a bulk import) takes a savepoint every this many writes, so
 #: the objects it has written can leave memory before the commit.  Not every
 #: statement: each ZODB savepoint copies the savepoint index (O(n) each).
 SAVEPOINT_EVERY = 5000
+NOTE_LIMIT = 300
+
+
+@functools.lru_cache(maxsize=None)
+def os_user():
+    """The OS user recorded with every transaction (looked up once: pwd is slow)."""
+    try:
+        return getpass.getuser()
+    except Exception:  # no login name in some containers
+        return "unknown"
+
+
+
+def describe_transaction(txn, note, kind="write", **extension):
+    """Note, user and the ``zpydb`` extension that undo.py reads back."""
+    if len(note) > NOTE_LIMIT:
+        note = note[:NOTE_LIMIT - 3] + "..."
+    txn.note(note)
+    txn.setUser(os_user())
+    txn.setExtendedInfo(DATA_KEY, kind)
+    for key, value in extension.items():
+        txn.setExtendedInfo(key, value)
 
 
 class Autocommit:
@@ -49,17 +87,29 @@ class Autocommit:
     def lock_block(self):
         return getattr(self._locks, "block", None)
 
-    def read(self, func):
+    def read(self, op):
         block = self.lock_block
         if block is not None:
-            return block.read(func)
-        return self.session.read(lambda root, conn: func(root, None))
+            return block.read(op)
+        return self.session.read(lambda root: op(root, ops.UNTRACKED))
 
-    def write(self, func, note):
+    def write(self, op, note):
         block = self.lock_block
         if block is not None:
-            return block.write(func, note)
-        return self.session.write(lambda root, conn: func(root, None), note)
+            return block.write(op, note)
+        return self.session.write(lambda root: op(root, ops.UNTRACKED),
+                                  lambda txn: describe_transaction(txn, note))
+
+    def database(self, call, refusal):
+        """``call(session)``: a database-wide call (undo, redo, history, pack).
+
+        Refused with ``refusal(session)`` (an exception) while a ``lock()``,
+        ``transaction()`` or ``atomic`` block is open in this thread: the call
+        commits on its own connection, behind the block's snapshot.
+        """
+        if open_blocks(self.session):
+            raise refusal(self.session)
+        return call(self.session)
 
     # pyzdb's lock()/unlock(): an optimistic block, not a global lock
     def lock(self):
@@ -128,7 +178,7 @@ class Block:
             txn._zpydb_guard = _ReadSetGuard(self.conn, self.read_set)
             txn.join(txn._zpydb_guard)
 
-    def _visit(self, obj):
+    def register(self, obj):
         """Register ``obj`` as read: its serial *as loaded in this block* must hold.
 
         A ghost (not loaded yet, or evicted from the cache) reports serial 0
@@ -143,17 +193,17 @@ class Block:
             self.read_set.setdefault(obj._p_oid, obj._p_serial)
             self._guard()
 
-    def read(self, func):
+    def read(self, op):
         self._check()
         with interrupts.deferred(), self._translated():
-            return func(data_root(self.conn), self._visit)
+            return op(data_root(self.conn), _BlockReads(self))
 
-    def write(self, func, note):
+    def write(self, op, note):
         """One statement of the block: a Ctrl-C during it lands after it (the
         block is then aborted as a whole by whoever catches the interrupt)."""
         self._check()
         with interrupts.deferred(), self._translated():
-            result = func(data_root(self.conn), self._visit)
+            result = op(data_root(self.conn), _BlockReads(self))
         self.notes.append(note)
         self._writes += 1
         if self._writes % SAVEPOINT_EVERY == 0:
@@ -213,6 +263,18 @@ class Block:
     def _check(self):
         if self.done:
             raise errors.Error("this transaction block has already ended")
+
+
+class _BlockReads(ops.Reads):
+    """A block's read tracker: every object read is registered with the block."""
+
+    __slots__ = ("block",)
+
+    def __init__(self, block):
+        self.block = block
+
+    def register(self, obj):
+        self.block.register(obj)
 
 
 class _ReadSetGuard:

@@ -36,8 +36,9 @@ from ZODB.POSException import POSKeyError
 from ZODB.POSException import UndoError as POSUndoError
 
 from . import errors, interrupts, nodes
-from .session import DATA_KEY, describe_transaction, translate_errors
-from .transactions import open_blocks
+from .session import DATA_KEY
+from .transactions import describe_transaction
+from .translate import translate_errors
 
 TARGET_KEY = "zpydb_target"
 BATCH = 100
@@ -46,7 +47,6 @@ MAX_WALK = 1_000_000
 
 def undo(session):
     """Undo the newest change still in effect; UndoError when there is none."""
-    _refuse_inside_block(session, "undo")
     with interrupts.deferred():  # Ctrl-C between statements, never inside one
         target = _find(session, _undo_target, "nothing to undo")
         interrupts.checkpoint()
@@ -55,7 +55,6 @@ def undo(session):
 
 def redo(session):
     """Re-apply the most recently undone change; UndoError when there is none."""
-    _refuse_inside_block(session, "redo")
     with interrupts.deferred():
         target = _find(session, _redo_target, "nothing to redo")
         interrupts.checkpoint()
@@ -64,7 +63,6 @@ def redo(session):
 
 def history(session, n=10):
     """The newest ``n`` zpydb changes, newest first, as plain dicts."""
-    _refuse_inside_block(session, "history")
     if isinstance(n, bool) or not isinstance(n, int) or n < 0:
         raise errors.BadArgumentError(
             "db", f"history(n) needs a whole number n >= 0, not {nodes.short_repr(n, 40)}")
@@ -110,12 +108,14 @@ def _reason(exc):
         return "some data were modified by a later transaction"
 
 
-def _refuse_inside_block(session, what):
-    if open_blocks(session):
-        raise errors.UndoError(
+def refusal(what):
+    """The error for db.``what``() while a block of this thread is open (executor.database)."""
+    def refuse(session):
+        return errors.UndoError(
             f"db.{what}() cannot run while a db.lock(), db.transaction() or db.atomic block "
             f"is open in this thread: it would act on committed changes behind the block's "
             f"back; call it after db.unlock() or the end of the block (nothing was changed)")
+    return refuse
 
 
 def _entries(session):
