@@ -25,13 +25,21 @@ Encoders are called as ``encoder(value, context)`` and decoders as
 
 import ast
 import base64
+import contextlib
+import decimal
+import itertools
 import json
 import os
 import re
 import sys
 
+import ijson
+from BTrees.OOBTree import OOBTree
 from tqdm import tqdm
 
+from . import nodes, ops
+from . import session as session_module
+from . import translate as translate_module
 from .errors import Error
 from .nodes import MAX_DEPTH
 
@@ -257,30 +265,214 @@ def _literal(node, text):
 def export_json(db, steps=(), stream=None, indent=None, progress=True, context=None):
     """Write the value at ``steps`` as JSON to ``stream``; returns the item count.
 
-    ``context``: see :func:`export_context` (where large files are written).
+    The stored tree is walked inside one read transaction of a connection of
+    its own (one snapshot: writes committed meanwhile are not seen) and written
+    as it is walked, so memory stays bounded however large the value is (see
+    :class:`_Writer`).  ``context``: see :func:`export_context` (where large
+    files are written).
     """
     stream = stream or sys.stdout
     context = export_context() if context is None else context
-    path = _path(db, steps)
-    value = path._run()
-    check_json_safe(value, path_expr(steps))  # before anything is written
-    items = list(value.items()) if isinstance(value, dict) else None
-    if items is None or len(items) < PROGRESS_MIN_ITEMS:
-        json.dump(encode(value, context), stream, indent=indent, allow_nan=False)
-        stream.write("\n")
+    with _snapshot(db) as (root, conn):
+        node = ops.traverse(root, steps)
+        writer = _Writer(stream, indent, context, conn)
+        count = writer.top(node, path_expr(steps), progress)
+        writer.write("\n")
+        writer.flush()
+    return count
+
+
+@contextlib.contextmanager
+def _snapshot(db):
+    """``(data root, connection)`` of one read transaction on a private connection.
+
+    ZODB's MVCC gives a transaction the state as of its start, so the whole walk
+    reads one snapshot; the transaction is aborted (never committed) at the end.
+    """
+    session = db._session
+    tm, conn = session.open_private()
+    storage = conn.db().storage
+    try:
+        tm.begin()
+        try:
+            yield session_module.data_root(conn), conn
+        finally:
+            tm.abort()
+    except translate_module.TRANSLATED as exc:
+        raise translate_module.translate(exc, session.name, storage) from None
+    finally:
+        conn.close()
+
+
+class _Writer:
+    """Writes stored nodes as JSON while walking them: the output of ``json.dump``.
+
+    Output is buffered up to :data:`FLUSH_BYTES` and written in pieces: an
+    export that fails (NaN, a file over the inline limit) before the first
+    piece writes nothing, one that fails later has written a prefix of the
+    document (see docs/usage.md).  Every :data:`GC_EVERY` items the
+    objects loaded so far are turned back into ghosts (they reload, from the
+    same snapshot, if needed again), so what was written does not accumulate.
+    """
+
+    def __init__(self, stream, indent, context, conn):
+        self.stream, self.context, self.conn = stream, context, conn
+        if isinstance(indent, int):
+            indent = " " * indent
+        self.indent = indent
+        self.item_sep = ", " if indent is None else ","
+        self.chunks, self.parts, self.size, self.items = [], [], 0, 0
+
+    def write(self, text):
+        parts = self.parts
+        parts.append(text)
+        if len(parts) >= 1024:  # many small strings cost more than one joined string
+            joined = "".join(parts)
+            self.chunks.append(joined)
+            self.parts = []
+            self.size += len(joined)
+            if self.size >= FLUSH_BYTES:
+                self.flush()
+
+    def flush(self):
+        self.chunks.append("".join(self.parts))
+        for chunk in self.chunks:
+            self.stream.write(chunk)
+        self.chunks, self.parts, self.size = [], [], 0
+
+    def _tick(self):
+        self.items += 1
+        if self.items % GC_EVERY == 0:
+            self.conn.cacheMinimize()  # a read transaction: every object can be a ghost again
+
+    def _newline(self, level):
+        return "" if self.indent is None else "\n" + self.indent * level
+
+    def top(self, node, where, progress):
+        """Write the value at the export's path; the count export reports."""
+        if nodes.is_dict_node(node) or nodes.is_list_node(node):
+            dict_node = nodes.is_dict_node(node)
+            total = (self._count(node) if dict_node else len(node)) if progress else 0
+            bar = tqdm(total=total, desc="export", unit="key" if dict_node else "item",
+                       disable=total < PROGRESS_MIN_ITEMS, file=sys.stderr)
+            count = itertools.count()
+            with bar:
+                self.value(node, where, 0, lambda number: (bar.update(number), next(count)))
+            return next(count)
+        value = nodes.to_plain(node)
+        self.value(node, where, 0)
         return len(value) if isinstance(value, (dict, list, tuple, str, bytes)) else 1
-    plain_keys = all(isinstance(k, str) for k, _ in items)
-    if not plain_keys:
-        json.dump(encode(value, context), stream, indent=indent, allow_nan=False)
-        stream.write("\n")
-        return len(items)
-    stream.write("{")
-    for number, (key, item) in enumerate(tqdm(items, desc="export", unit="key",
-                                               disable=not progress, file=sys.stderr)):
-        stream.write(("," if number else "") + json.dumps(key) + ":" +
-                     json.dumps(encode(item, context), indent=indent, allow_nan=False))
-    stream.write("}\n")
-    return len(items)
+
+    def _count(self, node):
+        """len() of a dict node, for the progress bar, without keeping its buckets loaded."""
+        count = 0
+        for count, _ in enumerate(node.keys(), 1):
+            if count % GC_EVERY == 0:
+                self.conn.cacheMinimize()
+        return count
+
+    def value(self, node, where, level, done=None):
+        kind = type(node)
+        if kind is str:
+            self.write(_encode_str(node))
+        elif kind is int and not _too_long_for_decimal(node) or kind is bool or node is None:
+            self.write(_SCALARS[node] if kind is bool or node is None else int.__repr__(node))
+        elif kind is float:
+            _check_float(node, where)
+            self.write(float.__repr__(node))
+        elif nodes.is_dict_node(node):
+            self._dict(node, where, level, done)
+        elif nodes.is_list_node(node):
+            self._list(node, where, level, done)
+        else:  # a tuple, bytes, a huge int, a file, a counter: small, converted whole
+            value = nodes.to_plain(node)
+            check_json_safe(value, where)
+            text = json.dumps(encode(value, self.context), indent=self.indent, allow_nan=False)
+            if self.indent is not None and level:
+                text = text.replace("\n", "\n" + self.indent * level)  # strings hold no \n
+            self.write(text)
+
+    def _open(self, bracket, level, first):
+        self.write((bracket if first else self.item_sep) + self._newline(level + 1))
+
+    def _close(self, bracket, level, empty):
+        self.write(bracket if empty else self._newline(level) + bracket)
+
+    def _list(self, node, where, level, done=None):
+        index = -1
+        for index, item in enumerate(node):
+            self._open("[", level, not index)
+            self.value(item, f"{where}[{index}]", level + 1)
+            self._tick()
+            if done is not None:
+                done(1)
+        self._close("[]" if index < 0 else "]", level, index < 0)
+
+    def _dict(self, node, where, level, done=None):
+        key_sep = ": "
+        if _plain_keys(node):
+            first = True
+            for key, item in node.items():
+                self._open("{", level, first)
+                first = False
+                self.write(_encode_str(key) + key_sep)
+                self.value(item, f"{where}[{key!r}]", level + 1)
+                self._tick()
+                if done is not None:
+                    done(1)
+            self._close("{}" if first else "}", level, first)
+            return
+        # {"$dict": [[key, value], ...]}, written the way json.dump writes it
+        self._open("{", level, True)
+        self.write('"$dict"' + key_sep)
+        first = True
+        for key, item in node.items():
+            self._open("[", level + 1, first)
+            first = False
+            self._open("[", level + 2, True)
+            if isinstance(key, (float, tuple)):
+                check_json_safe(key, f"a key of {where} ({key!r})")
+            self.value(key, where, level + 3)
+            self._open("", level + 2, False)
+            self.value(item, f"{where}[{key!r}]", level + 3)
+            self._close("]", level + 2, False)
+            self._tick()
+            if done is not None:
+                done(1)
+        self._close("]", level + 1, False)
+        self._close("}", level, False)
+
+
+def _plain_keys(node):
+    """Are all keys str (and the dict not a one-key ``$`` dict that reads as a tag)?
+
+    An OOBTree's keys are mutually ordered, and str orders against nothing
+    else, so its smallest and largest keys tell (no pass over the keys).
+    """
+    if isinstance(node, OOBTree):
+        if not node:
+            return True
+        low, high = node.minKey(), node.maxKey()
+        if not (isinstance(low, str) and isinstance(high, str)):
+            return False
+    elif not all(isinstance(key, str) for key in node.keys()):
+        return False
+    first_two = list(itertools.islice(iter(node.keys()), 2))
+    return not (len(first_two) == 1 and first_two[0].startswith("$"))
+
+
+_SCALARS = {True: "true", False: "false", None: "null"}
+_encode_str = json.encoder.encode_basestring_ascii
+#: Export output is written to the stream in pieces of about this many characters.
+FLUSH_BYTES = 1 << 20
+#: Export trims the connection's object cache every this many items.
+GC_EVERY = 5000
+
+
+def _check_float(number, where):
+    if number != number or number in (float("inf"), float("-inf")):
+        raise Error(f"{where}: {number!r} cannot be exported: JSON has no NaN or "
+                    f"Infinity (store it as None or a string, or export another path)")
 
 
 def path_expr(steps):
@@ -307,9 +499,7 @@ def check_json_safe(value, expr="db"):
     while stack:
         item, where = stack.pop()
         if isinstance(item, float):
-            if item != item or item in (float("inf"), float("-inf")):
-                raise Error(f"{where}: {item!r} cannot be exported: JSON has no NaN or "
-                            f"Infinity (store it as None or a string, or export another path)")
+            _check_float(item, where)
         elif isinstance(item, dict):
             for key, child in reversed(list(item.items())):
                 if isinstance(key, (float, tuple)):
@@ -326,71 +516,297 @@ def import_json(db, stream, steps=(), progress=True, context=None):
     At the root the document must be an object; its keys are added to (and
     replace the same keys in) the database.  Returns the number of keys/items.
     ``context``: see :func:`import_context` (where referenced files are).
+
+    The document is parsed as a stream (ijson) and stored as it is read: the
+    value at ``steps`` and, one level down, each of its values are created
+    empty and filled in batches of :data:`IMPORT_BATCH` items, so memory holds
+    one batch (values nested deeper are built whole first).  It all happens in
+    one transaction block (savepoints bound its memory), so a problem found
+    half-way, in the input or in a value, stores nothing.
     """
     if context is None:
         context = import_context(getattr(stream, "name", None)
                                  if isinstance(getattr(stream, "name", None), str)
                                  and os.path.isfile(stream.name) else None)
-    document = decode_document(_load_json(stream), context)
-    if not steps:
-        if not isinstance(document, dict):
-            raise Error("importing at the root needs a JSON object (a dict of keys)")
-        with db.transaction() as t:
-            for key, value in tqdm(list(document.items()), desc="import", unit="key",
-                                   disable=not progress or len(document) < PROGRESS_MIN_ITEMS,
-                                   file=sys.stderr):
-                t[key] = value
-        return len(document)
-    with db.transaction() as t:
-        _path(t, steps[:-1])[steps[-1]] = document
-    return len(document) if isinstance(document, (dict, list, tuple, str, bytes)) else 1
-
-
-def _load_json(stream):
-    """``json.load`` with errors that say what is wrong with the input."""
+    reader = _Utf8Reader(stream)
+    limit = sys.get_int_max_str_digits() if hasattr(sys, "get_int_max_str_digits") else 0
     try:
-        return json.load(stream, parse_constant=_refuse_constant, parse_float=_finite_float)
-    except json.JSONDecodeError as exc:
-        raise Error(f"the input is not valid JSON: {exc}") from None
-    except UnicodeError as exc:
-        raise Error(f"the input is not UTF-8 text ({exc}); JSON files are UTF-8 (convert "
-                    f"it, e.g. with iconv -f UTF-16 -t UTF-8); nothing was imported") from None
-    except _NotStrictJSON as exc:
-        raise Error(f"the input is not strict JSON: {exc}; nothing was imported") from None
-    except RecursionError:
-        raise Error(f"the input nests arrays/objects deeper than zpydb stores "
-                    f"({MAX_DEPTH} levels); nothing was imported") from None
-    except ValueError as exc:  # an integer literal past sys.get_int_max_str_digits()
-        raise Error(f"the input holds a number JSON cannot read here ({exc}); write it "
-                    f'as {{"$int": "0x..."}} (zpydb export does); nothing was imported') from None
+        events = _Events(ijson.basic_parse(reader), reader, limit)
+        block = db.transaction()
+        with block as t:
+            importer = _Importer(events, context, progress, block.block)
+            event, value = events.next()
+            if not steps:
+                if event != "start_map":
+                    raise Error("importing at the root needs a JSON object (a dict of keys)")
+                count = importer.root_map(t)
+            else:
+                count = importer.store(_path(t, steps[:-1]), steps[-1], event, value, "", 0)
+            events.end()
+    finally:
+        if reader.lifted:
+            sys.set_int_max_str_digits(limit)
+    return count
 
 
-class _NotStrictJSON(Exception):
-    pass
+#: Import stores a streamed list's items / dict's keys in batches of this many.
+IMPORT_BATCH = 1000
+#: Import takes a savepoint and lets the cache drop what it saved every this many items.
+IMPORT_RELEASE_EVERY = 5000
+#: Streamed levels below the import's target: the target's value and its values.
+STREAM_LEVELS = 2
+#: JSON nesting past this cannot hold a storable value (a stored level takes at
+#: most 3 JSON levels, as {"$dict": [[key, value]]}); refused while parsing.
+JSON_MAX_NESTING = 4 * MAX_DEPTH
 
 
-def _refuse_constant(name):
-    """``NaN``/``Infinity`` are not JSON (Python's json reads them by default)."""
-    raise _NotStrictJSON(f"{name} is not a JSON value (export refuses it too)")
+class _Utf8Reader:
+    """A binary reader over a text (or binary) stream for ijson.
+
+    It also looks for runs of digits longer than Python's int digit limit:
+    ijson's C backend crashes converting such a literal, so when one shows up
+    (possibly inside a string) the limit is lifted while parsing and
+    :class:`_Events` refuses the long integers themselves, as ``json`` did.
+    """
+
+    def __init__(self, stream):
+        self.stream, self.lifted, self.run = stream, False, 0
+        limit = sys.get_int_max_str_digits() if hasattr(sys, "get_int_max_str_digits") else 0
+        self.long_run = re.compile(rb"[0-9]{%d,}" % (limit + 1)) if limit else None
+        self.limit = limit
+
+    def read(self, size=-1):
+        if size == 0:  # ijson's probe for bytes or str
+            return b""
+        data = self.stream.read(size if size > 0 else 1 << 16)
+        if isinstance(data, str):
+            data = data.encode("utf-8")
+        if self.long_run is not None and data and not self.lifted:
+            head = len(data) - len(data.lstrip(b"0123456789"))
+            if self.run + head > self.limit or self.long_run.search(data):
+                sys.set_int_max_str_digits(0)
+                self.lifted = True
+            tail = len(data) - len(data.rstrip(b"0123456789"))
+            self.run = tail if tail < len(data) else self.run + tail
+        return data
 
 
-def _finite_float(text):
-    number = float(text)
-    if number in (float("inf"), float("-inf")):
-        raise _NotStrictJSON(f"the number {text[:40]} is too large for a float")
-    return number
+class _Events:
+    """ijson's events with zpydb's number rules and messages for bad input."""
+
+    def __init__(self, events, reader, limit):
+        self.events, self.reader, self.depth = events, reader, 0
+        self.too_long = 10 ** limit if limit else None
+
+    def next(self):
+        try:
+            event, value = next(self.events)
+        except StopIteration:
+            raise Error("the input is not valid JSON: it ends early") from None
+        except ijson.JSONError as exc:
+            raise _bad_json(exc) from None
+        except UnicodeError as exc:
+            raise Error(f"the input is not UTF-8 text ({exc}); JSON files are UTF-8 (convert "
+                        f"it, e.g. with iconv -f UTF-16 -t UTF-8); nothing was imported") from None
+        if event == "number":
+            if isinstance(value, decimal.Decimal):  # json's number rules: a float
+                number = float(value)
+                if number in (float("inf"), float("-inf")):
+                    raise Error(f"the input is not strict JSON: the number {str(value)[:40]} is "
+                                f"too large for a float; nothing was imported")
+                value = number
+            elif self.too_long is not None and self.reader.lifted and \
+                    abs(value) >= self.too_long:
+                raise Error(f"the input holds a number JSON cannot read here (an integer of "
+                            f"more than {sys.get_int_max_str_digits() or 'the limit of'} digits); "
+                            f'write it as {{"$int": "0x..."}} (zpydb export does); nothing '
+                            f"was imported")
+        elif event in ("start_map", "start_array"):
+            self.depth += 1
+            if self.depth > JSON_MAX_NESTING:
+                raise Error(f"the input nests arrays/objects deeper than zpydb stores "
+                            f"({MAX_DEPTH} levels); nothing was imported")
+        elif event in ("end_map", "end_array"):
+            self.depth -= 1
+        return event, value
+
+    def end(self):
+        """Check that nothing but whitespace follows the document."""
+        try:
+            next(self.events)  # ijson raises on trailing data
+        except StopIteration:
+            return
+        except ijson.JSONError as exc:
+            raise _bad_json(exc) from None
+        raise Error("the input is not valid JSON: more than one value")
 
 
-def decode_document(document, context):
-    """:func:`decode` with errors that name the input's problem; nothing stored yet."""
-    try:
-        return decode(document, context)
-    except RecursionError:
-        raise Error(f"the input nests arrays/objects deeper than zpydb stores "
-                    f"({MAX_DEPTH} levels); nothing was imported") from None
-    except (ValueError, TypeError) as exc:
-        raise Error(f"a tagged value ($bytes, $int, $tuple, $dict...) is malformed: "
-                    f"{exc}") from None
+def _bad_json(exc):
+    """NaN/Infinity get the strict-JSON message (yajl shows the text at the error)."""
+    lines = str(exc).splitlines()
+    if len(lines) >= 3 and "^" in lines[2]:
+        at = lines[2].index("^")
+        near = lines[1][max(0, at - 1):at + 9]
+        found = re.match(r"-?(NaN|Infinity)", near.lstrip()) or \
+            re.match(r"(NaN|Infinity)", lines[1][at:at + 8])
+        if found:
+            return Error(f"the input is not strict JSON: {found.group(0)} is not a JSON value "
+                         f"(export refuses it too); nothing was imported")
+    return Error(f"the input is not valid JSON: {' '.join(str(exc).split())}")
+
+
+class _Importer:
+    def __init__(self, events, context, progress, block):
+        self.events, self.context, self.progress, self.block = events, context, progress, block
+        self.items = 0
+
+    def _tick(self, number=1):
+        """Every IMPORT_RELEASE_EVERY items: a savepoint, then ghost what it saved."""
+        before, self.items = self.items, self.items + number
+        if before // IMPORT_RELEASE_EVERY != self.items // IMPORT_RELEASE_EVERY:
+            self.block.tm.savepoint(optimistic=True)
+            self.block.conn.cacheMinimize()
+
+    def root_map(self, t):
+        """The document's keys into db (the map's start already read)."""
+        count = 0
+        with _Progress(self.progress) as bar:
+            event, key = self.events.next()
+            while event != "end_map":
+                event, value = self.events.next()
+                self.store(t, key, event, value, f"[{key!r}]", 1)
+                count += 1
+                bar.update()
+                self._tick()
+                event, key = self.events.next()
+        return count
+
+    def store(self, parent, key, event, value, where, level):
+        """Store the JSON value starting with (event, value) as ``parent[key]``; its size."""
+        if level < STREAM_LEVELS and event == "start_array":
+            parent[key] = []
+            return self._fill_list(parent[key], where, level)
+        if level < STREAM_LEVELS and event == "start_map":
+            event, first = self.events.next()
+            if event == "end_map":
+                parent[key] = {}
+                return 0
+            event, raw = self.events.next()
+            raw = self.whole(event, raw)
+            event, second = self.events.next()
+            if event == "end_map":  # one key: maybe a tag ($bytes, $tuple...)
+                stored = self.decoded({first: raw}, where)
+                parent[key] = stored
+                return _size(stored)
+            parent[key] = {}
+            return self._fill_dict(parent[key], where, level, first, raw, event, second)
+        stored = self.decoded(self.whole(event, value), where)
+        parent[key] = stored
+        return _size(stored)
+
+    def _fill_list(self, target, where, level):
+        batch, count = [], 0
+        with _Progress(self.progress and level == 0) as bar:
+            event, value = self.events.next()
+            while event != "end_array":
+                batch.append(self.decoded(self.whole(event, value), f"{where}[{count}]"))
+                count += 1
+                if len(batch) >= IMPORT_BATCH:
+                    target.extend(batch)
+                    bar.update(len(batch))
+                    self._tick(len(batch))
+                    batch = []
+                event, value = self.events.next()
+            if batch:
+                target.extend(batch)
+                bar.update(len(batch))
+        return count
+
+    def _fill_dict(self, target, where, level, first, raw, event, key):
+        """The rest of a dict whose ``first`` key (value ``raw``) is read; (event, key) next."""
+        batch, count = {first: self.decoded(raw, f"{where}[{first!r}]")}, 1
+        with _Progress(self.progress and level == 0) as bar:
+            while event != "end_map":
+                event, value = self.events.next()
+                batch[key] = self.decoded(self.whole(event, value), f"{where}[{key!r}]")
+                count += 1
+                if len(batch) >= IMPORT_BATCH:
+                    target.update(batch)
+                    bar.update(len(batch))
+                    self._tick(len(batch))
+                    batch = {}
+                event, key = self.events.next()
+            if batch:
+                target.update(batch)
+                bar.update(len(batch))
+        return count
+
+    def whole(self, event, value):
+        """The JSON value starting with (event, value), built in memory (not decoded)."""
+        if event not in ("start_map", "start_array"):
+            return value
+        stack = [[] if event == "start_array" else {}]
+        keys = [None]
+        while True:
+            event, value = self.events.next()
+            if event == "map_key":
+                keys[-1] = value
+                continue
+            if event in ("start_map", "start_array"):
+                child = [] if event == "start_array" else {}
+                self._put(stack[-1], keys[-1], child)
+                stack.append(child)
+                keys.append(None)
+                continue
+            if event in ("end_map", "end_array"):
+                done = stack.pop()
+                keys.pop()
+                if not stack:
+                    return done
+                continue
+            self._put(stack[-1], keys[-1], value)
+
+    @staticmethod
+    def _put(container, key, value):
+        if isinstance(container, list):
+            container.append(value)
+        else:
+            container[key] = value
+
+    def decoded(self, raw, where):
+        try:
+            return _decode_at(raw, self.context, where)
+        except RecursionError:
+            raise Error(f"the input nests arrays/objects deeper than zpydb stores "
+                        f"({MAX_DEPTH} levels); nothing was imported") from None
+        except (ValueError, TypeError) as exc:
+            raise Error(f"a tagged value ($bytes, $int, $tuple, $dict...) is malformed: "
+                        f"{exc}") from None
+
+
+def _size(value):
+    return len(value) if isinstance(value, (dict, list, tuple, str, bytes)) else 1
+
+
+class _Progress:
+    """A tqdm bar that appears once PROGRESS_MIN_ITEMS items are done (the total is unknown)."""
+
+    def __init__(self, enabled):
+        self.enabled, self.done, self.bar = enabled, 0, None
+
+    def __enter__(self):
+        return self
+
+    def update(self, number=1):
+        self.done += number
+        if self.bar is None and self.enabled and self.done >= PROGRESS_MIN_ITEMS:
+            self.bar = tqdm(desc="import", unit="key", initial=self.done, file=sys.stderr)
+        elif self.bar is not None:
+            self.bar.update(number)
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _path(root, steps):
