@@ -34,6 +34,7 @@ import re
 import sys
 
 import ijson
+import ijson.backends.python
 from BTrees.OOBTree import OOBTree
 from tqdm import tqdm
 
@@ -528,24 +529,24 @@ def import_json(db, stream, steps=(), progress=True, context=None):
         context = import_context(getattr(stream, "name", None)
                                  if isinstance(getattr(stream, "name", None), str)
                                  and os.path.isfile(stream.name) else None)
-    reader = _Utf8Reader(stream)
-    limit = sys.get_int_max_str_digits() if hasattr(sys, "get_int_max_str_digits") else 0
-    try:
-        events = _Events(ijson.basic_parse(reader), reader, limit)
-        block = db.transaction()
-        with block as t:
-            importer = _Importer(events, context, progress, block.block)
-            event, value = events.next()
-            if not steps:
-                if event != "start_map":
-                    raise Error("importing at the root needs a JSON object (a dict of keys)")
-                count = importer.root_map(t)
-            else:
-                count = importer.store(_path(t, steps[:-1]), steps[-1], event, value, "", 0)
-            events.end()
-    finally:
-        if reader.lifted:
-            sys.set_int_max_str_digits(limit)
+    long_digits = _has_long_digit_run(stream)
+    reader = _Utf8Reader(stream, refuse_long_runs=long_digits is None)
+    # yajl's C parser crashes on an integer literal past Python's digit limit;
+    # the rare document with such a digit run (a number or a string) is read
+    # with ijson's pure-Python parser, which reports it as an error instead.
+    parse = ijson.backends.python.basic_parse if long_digits else ijson.basic_parse
+    events = _Events(parse(reader), reader)
+    block = db.transaction()
+    with block as t:
+        importer = _Importer(events, context, progress, block.block)
+        event, value = events.next()
+        if not steps:
+            if event != "start_map":
+                raise Error("importing at the root needs a JSON object (a dict of keys)")
+            count = importer.root_map(t)
+        else:
+            count = importer.store(_path(t, steps[:-1]), steps[-1], event, value, "", 0)
+        events.end()
     return count
 
 
@@ -560,20 +561,54 @@ STREAM_LEVELS = 2
 JSON_MAX_NESTING = 4 * MAX_DEPTH
 
 
+def _digit_limit():
+    return sys.get_int_max_str_digits() if hasattr(sys, "get_int_max_str_digits") else 0
+
+
+def _has_long_digit_run(stream):
+    """Does a seekable ``stream`` hold a run of digits past Python's int limit?
+
+    Scanned with a regex chunk by chunk (bounded memory), then rewound.
+    None: the stream cannot be rewound (a pipe); :class:`_Utf8Reader` then
+    refuses such a run when it meets it.
+    """
+    limit = _digit_limit()
+    if not limit:
+        return False
+    try:
+        start = stream.tell()
+        stream.seek(start)
+    except (AttributeError, OSError, ValueError):
+        return None
+    pattern = re.compile(r"[0-9]{%d,}" % (limit + 1))
+    carried = ""
+    try:
+        while True:
+            chunk = stream.read(1 << 16)
+            if not chunk:
+                return False
+            if isinstance(chunk, bytes):
+                chunk = chunk.decode("latin-1")  # digits are ASCII in every case
+            text = carried + chunk
+            if pattern.search(text):
+                return True
+            digits_at_end = len(text) - len(text.rstrip("0123456789"))
+            carried = text[len(text) - digits_at_end:] if digits_at_end else ""
+    finally:
+        stream.seek(start)
+
+
 class _Utf8Reader:
     """A binary reader over a text (or binary) stream for ijson.
 
-    It also looks for runs of digits longer than Python's int digit limit:
-    ijson's C backend crashes converting such a literal, so when one shows up
-    (possibly inside a string) the limit is lifted while parsing and
-    :class:`_Events` refuses the long integers themselves, as ``json`` did.
+    ``refuse_long_runs``: the input is a pipe that could not be scanned first;
+    a run of digits past Python's int limit is refused before the parser sees it.
     """
 
-    def __init__(self, stream):
-        self.stream, self.lifted, self.run = stream, False, 0
-        limit = sys.get_int_max_str_digits() if hasattr(sys, "get_int_max_str_digits") else 0
-        self.long_run = re.compile(rb"[0-9]{%d,}" % (limit + 1)) if limit else None
-        self.limit = limit
+    def __init__(self, stream, refuse_long_runs=False):
+        self.stream, self.run = stream, 0
+        self.limit = _digit_limit() if refuse_long_runs else 0
+        self.long_run = re.compile(rb"[0-9]{%d,}" % (self.limit + 1)) if self.limit else None
 
     def read(self, size=-1):
         if size == 0:  # ijson's probe for bytes or str
@@ -581,28 +616,36 @@ class _Utf8Reader:
         data = self.stream.read(size if size > 0 else 1 << 16)
         if isinstance(data, str):
             data = data.encode("utf-8")
-        if self.long_run is not None and data and not self.lifted:
+        if self.long_run is not None and data:
             head = len(data) - len(data.lstrip(b"0123456789"))
             if self.run + head > self.limit or self.long_run.search(data):
-                sys.set_int_max_str_digits(0)
-                self.lifted = True
+                raise Error(_LONG_NUMBER + " (read from a pipe, a digit string of that length "
+                            "is refused too: import it from a file); nothing was imported")
             tail = len(data) - len(data.rstrip(b"0123456789"))
             self.run = tail if tail < len(data) else self.run + tail
         return data
 
 
+_LONG_NUMBER = ('the input holds a number JSON cannot read here (an integer of more than '
+                f'{_digit_limit() or "the limit of"} digits); write it as {{"$int": "0x..."}} '
+                '(zpydb export does)')
+
+
 class _Events:
     """ijson's events with zpydb's number rules and messages for bad input."""
 
-    def __init__(self, events, reader, limit):
+    def __init__(self, events, reader):
         self.events, self.reader, self.depth = events, reader, 0
-        self.too_long = 10 ** limit if limit else None
 
     def next(self):
         try:
             event, value = next(self.events)
         except StopIteration:
             raise Error("the input is not valid JSON: it ends early") from None
+        except ijson.backends.python.UnexpectedSymbol as exc:  # the pure-Python parser
+            if re.search(r"'[0-9]{%d,}" % (_digit_limit() + 1), str(exc)):
+                raise Error(_LONG_NUMBER + "; nothing was imported") from None
+            raise _bad_json(exc) from None
         except ijson.JSONError as exc:
             raise _bad_json(exc) from None
         except UnicodeError as exc:
@@ -615,12 +658,6 @@ class _Events:
                     raise Error(f"the input is not strict JSON: the number {str(value)[:40]} is "
                                 f"too large for a float; nothing was imported")
                 value = number
-            elif self.too_long is not None and self.reader.lifted and \
-                    abs(value) >= self.too_long:
-                raise Error(f"the input holds a number JSON cannot read here (an integer of "
-                            f"more than {sys.get_int_max_str_digits() or 'the limit of'} digits); "
-                            f'write it as {{"$int": "0x..."}} (zpydb export does); nothing '
-                            f"was imported")
         elif event in ("start_map", "start_array"):
             self.depth += 1
             if self.depth > JSON_MAX_NESTING:
@@ -636,6 +673,10 @@ class _Events:
             next(self.events)  # ijson raises on trailing data
         except StopIteration:
             return
+        except ijson.backends.python.UnexpectedSymbol as exc:  # the pure-Python parser
+            if re.search(r"'[0-9]{%d,}" % (_digit_limit() + 1), str(exc)):
+                raise Error(_LONG_NUMBER + "; nothing was imported") from None
+            raise _bad_json(exc) from None
         except ijson.JSONError as exc:
             raise _bad_json(exc) from None
         raise Error("the input is not valid JSON: more than one value")
