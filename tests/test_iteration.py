@@ -186,11 +186,15 @@ def test_iteration_inside_a_block_reads_the_blocks_snapshot(backend, small_batch
     assert "total" not in db
 
 
-def test_closing_the_database_mid_iteration_is_a_clear_error(db, small_batches):
+def test_closing_the_database_mid_iteration_is_a_clear_error(backend, small_batches):
+    db = backend.connect()
     db["l"] = list(range(100))
     it = iter(db["l"])
     assert [next(it) for _ in range(10)] == list(range(10))
     db.close()
+    if backend.name == "postgres":   # no snapshot id from RelStorage: read in one batch,
+        assert list(it) == list(range(10, 100))     # so the rest is already in memory
+        return
     with pytest.raises(zpydb.Error, match="is closed"):
         list(it)
 
