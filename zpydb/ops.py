@@ -25,6 +25,7 @@ relies on ZODB's store-time conflict check, and BTrees merge concurrent changes
 to different keys).
 """
 
+import abc
 import functools
 import itertools
 
@@ -58,16 +59,16 @@ def _format_step(step):
 
 # -- read tracking ---------------------------------------------------------
 
-class Reads:
+class Reads(abc.ABC):
     """The read tracker: what an operation read, told to its executor.
 
     A subclass says what registering one persistent object means
     (:meth:`register`); this class knows which objects a read looked at.
     """
 
+    @abc.abstractmethod
     def register(self, obj):
         """``obj`` (a persistent object) was read."""
-        raise NotImplementedError
 
     def at(self, node, key=None):
         """The part of ``node`` that holds ``key`` was read (all of it when None)."""
