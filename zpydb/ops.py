@@ -25,6 +25,7 @@ relies on ZODB's store-time conflict check, and BTrees merge concurrent changes
 to different keys).
 """
 
+import abc
 import functools
 import itertools
 
@@ -58,16 +59,16 @@ def _format_step(step):
 
 # -- read tracking ---------------------------------------------------------
 
-class Reads:
+class Reads(abc.ABC):
     """The read tracker: what an operation read, told to its executor.
 
     A subclass says what registering one persistent object means
     (:meth:`register`); this class knows which objects a read looked at.
     """
 
+    @abc.abstractmethod
     def register(self, obj):
         """``obj`` (a persistent object) was read."""
-        raise NotImplementedError
 
     def at(self, node, key=None):
         """The part of ``node`` that holds ``key`` was read (all of it when None)."""
@@ -231,6 +232,56 @@ def read(root, steps, reads=UNTRACKED):
     node = traverse(root, steps, reads)
     reads.whole(node)
     return nodes.to_plain(node)
+
+
+#: Items per read when a value is iterated (``for x in db['l']``, ``db['d'].items()``):
+#: each batch is one read of one snapshot (transactions.py ``iterate``), so memory
+#: holds one batch, not the whole value.
+BATCH_SIZE = 1000
+
+#: What an iteration yields (:func:`read_batch`): the items (or keys), or a dict's
+#: keys, values or (key, value) pairs.
+ITERATIONS = ("iter", "keys", "values", "items")
+
+
+def read_batch(root, steps, kind, position, size, reads=UNTRACKED):
+    """One batch of iterating the value at ``steps``: ``(plain items, next position)``.
+
+    ``kind`` is one of :data:`ITERATIONS` (``keys``/``values``/``items`` only
+    for a dict: NotAContainerError otherwise); ``position`` is None for the
+    first batch, else the position the previous batch returned; the next
+    position is None at the end.  ``size``: at most this many items (None: all).
+    A list's position is an index, a dict's the last key read (the next batch
+    starts after it): every batch must read the same snapshot, or items would be
+    skipped or repeated.  ``reads`` is told what each batch looked at (the
+    chunks, buckets and values of this batch), not the whole value.
+    """
+    node = traverse(root, steps, reads)
+    adapter = adapt(node, format_path(steps), len(steps))
+    adapter.method(kind, READ)  # keys() of a list: NotAContainerError, before any item
+    return adapter.batch(kind, position, size, reads)
+
+
+def _list_span(node, start, stop, reads):
+    """Items ``start:stop`` of a stored list, loading (and tracking) only their chunks."""
+    if not isinstance(node, BigList):
+        reads.at(node)
+        return node[start:stop]
+    reads.register(node)
+    if stop <= start:
+        return []
+    width = node._chunk_size
+    items = []
+    for chunk in node._chunks.values(min=start // width, max=(stop - 1) // width):
+        reads.register(chunk)
+        items.extend(chunk)
+    first = (start // width) * width
+    return items[start - first:stop - first]
+
+
+def _plain_item(value, reads):
+    reads.whole(value)
+    return nodes.to_plain(value)
 
 
 def read_attribute(root, steps, name, reads=UNTRACKED):
@@ -504,6 +555,10 @@ class Node:
         node = self.node
         return [nodes.to_plain(x) for x in (node.keys() if nodes.is_dict_node(node) else node)]
 
+    def batch(self, kind, position, size, reads):
+        """:func:`read_batch` of a value that lives in its parent's record: all at once."""
+        return self.iter(), None
+
     @reader(0)
     def bool(self):
         """``bool`` of the value; a dict or list is not copied for it (``if db['l']:``)."""
@@ -563,6 +618,13 @@ class ListNode(Node):
 
     def finished(self, root, steps):
         _promote_if_big(root, steps, self.node)
+
+    def batch(self, kind, position, size, reads):
+        """Items ``position:position+size`` (a BigList loads only their chunks)."""
+        node, start = self.node, position or 0
+        stop = len(node) if size is None else min(len(node), start + size)
+        items = [_plain_item(x, reads) for x in _list_span(node, start, stop, reads)]
+        return items, (stop if stop < len(node) else None)
 
     # -- readers: ``count``/``index`` compare plain copies, with compare_equal's errors
     def _matches(self, name, item, bounds):
@@ -668,6 +730,25 @@ class DictNode(Node):
     @reader(0)
     def items(self):
         return [(k, nodes.to_plain(v)) for k, v in self.node.items()]
+
+    def batch(self, kind, position, size, reads):
+        """Up to ``size`` keys after ``position`` (the last key read), in key order."""
+        tree = self.node
+        found = tree.items() if position is None else tree.items(min=position[0], excludemin=True)
+        taken = list(itertools.islice(found, None if size is None else size + 1))
+        more = size is not None and len(taken) > size
+        del taken[size if more else len(taken):]
+        if not taken:  # the bucket where a new key would appear was read too
+            reads.at(tree, None if position is None else position[0])
+        for key, _ in taken:
+            reads.at(tree, key)
+        if kind == "values":
+            items = [_plain_item(v, reads) for _, v in taken]
+        elif kind == "items":
+            items = [(k, _plain_item(v, reads)) for k, v in taken]
+        else:
+            items = [k for k, _ in taken]
+        return items, ((taken[-1][0],) if more else None)
 
     # -- writers
     @writer(0, 1)

@@ -129,13 +129,16 @@ class Path:
         return self._reader("get", key, default)
 
     def keys(self):
-        return self._reader("keys")
+        """A :class:`Listing` of the keys (its first batch is read now)."""
+        return Listing(self, "keys")
 
     def values(self):
-        return self._reader("values")
+        """A :class:`Listing` of the values (its first batch is read now)."""
+        return Listing(self, "values")
 
     def items(self):
-        return self._reader("items")
+        """A :class:`Listing` of the (key, value) pairs (its first batch is read now)."""
+        return Listing(self, "items")
 
     def index(self, value, *args):
         return self._reader("index", value, *args)
@@ -150,7 +153,14 @@ class Path:
         return self._reader("contains", _plain(item))
 
     def __iter__(self):
-        return iter(self._reader("iter"))
+        """The items (a dict's keys), read in batches of one snapshot taken now."""
+        return self._iterate("iter")
+
+    def _iterate(self, kind):
+        steps = self._steps
+        return self._executor.iterate(
+            lambda root, reads, position, size: ops.read_batch(root, steps, kind, position,
+                                                               size, reads))
 
     def __reversed__(self):
         return reversed(self._reader("iter"))
@@ -351,6 +361,68 @@ class Path:
 
     def __format__(self, spec):
         return self._apply("format", lambda value: format(value, spec))
+
+
+class Listing:
+    """``db['d'].keys()``, ``values()``, ``items()``: a view, like a dict's, read in batches.
+
+    Iterating it reads ``ops.BATCH_SIZE`` items at a time, every batch from the
+    snapshot of the first (see ``Path.__iter__``), so a million keys are never
+    in memory at once.  ``len()`` and ``in`` (of keys) read without copying;
+    ``==``, indexing, ``+`` and ``repr`` read a list first and behave as that
+    list does (what ``keys()`` returned before), so ``list(d.keys())``,
+    ``len(d.keys())``, ``sorted(d.keys())`` and ``d.keys() == ['a', 'b']`` work
+    as in pyzdb.  ``keys()`` reads the first batch (a missing key, or ``keys()`` of
+a list, raises there, as when it returned a list); a first iteration goes on
+from that snapshot, later ones take a new one.
+    """
+
+    __slots__ = ("_path", "_kind", "_started")
+
+    def __init__(self, path, kind):
+        self._path, self._kind = path, kind
+        # the first batch is read now: errors surface at the call, as they did
+        self._started = path._iterate(kind)
+
+    def __iter__(self):
+        started, self._started = self._started, None
+        return started if started is not None else self._path._iterate(self._kind)
+
+    def __len__(self):
+        return len(self._path)
+
+    def __bool__(self):
+        return len(self) > 0
+
+    def __contains__(self, item):
+        if self._kind == "keys":
+            return self._path.__contains__(item)
+        item = _plain(item)
+        return any(ops.compare_equal(x, item, self._path._expr()) for x in self)
+
+    def __eq__(self, other):
+        return list(self) == (list(other) if isinstance(other, Listing) else other)
+
+    def __ne__(self, other):
+        return not self == other
+
+    __hash__ = None
+
+    def __getitem__(self, index):
+        return list(self)[index]
+
+    def __add__(self, other):
+        return list(self) + other
+
+    def __radd__(self, other):
+        return other + list(self)
+
+    def __repr__(self):
+        """The list it reads (the shell prints it); never raises."""
+        try:
+            return repr(list(self))
+        except Exception:
+            return f"<zpydb {self._kind}() of {self._path._expr()}>"
 
 
 class _Applied(Path):

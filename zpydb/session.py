@@ -261,6 +261,25 @@ class Session:
         except TRANSLATED as exc:
             raise translate(exc, self.name, storage) from None
 
+    def read_before(self, db, before, func):
+        """Run ``func(data_root)`` on a read-only historical connection of ``db``
+        that sees the state *before* transaction id ``before`` (ZODB's MVCC:
+        ``DB.open(before=...)``, served by ``loadBefore``).
+
+        A later batch of an iteration (transactions.py ``Autocommit.iterate``)
+        reads the snapshot of its first batch this way, whatever was committed
+        since.  The connection is closed (back to ``db``'s historical pool,
+        its cache emptied so the pool holds no batch) before this returns.
+        """
+        self._check_open()
+        with translate_errors(self.name), interrupts.deferred():
+            conn = db.open(transaction_manager=transaction.TransactionManager(), before=before)
+            try:
+                return func(data_root(conn))
+            finally:
+                conn.cacheMinimize()
+                conn.close()
+
     def write(self, func, describe):
         """Run ``func(data_root)`` as one durable transaction, exactly once.
 
@@ -418,6 +437,21 @@ def check_format(root, name):
     found = root.get(FORMAT_KEY, 0)
     if type(found) is not int or not 0 <= found <= FORMAT_VERSION:
         raise errors.FormatError(name, found, FORMAT_VERSION)
+
+
+def snapshot_before(conn):
+    """The ``before`` transaction id of the snapshot ``conn``'s transaction reads, or None.
+
+    ZODB's MVCC adapter (FileStorage, ZEO, MappingStorage...) reads every
+    object with ``loadBefore(oid, _start)``, ``_start`` being the last
+    committed transaction id + 1 when the transaction began; a historical
+    connection opened with ``before=_start`` reads exactly the same state.
+    It is a private attribute of ``ZODB.mvccadapter.MVCCAdapterInstance``
+    (ZODB has no public call for it); a storage without it (RelStorage, which
+    keeps its snapshot elsewhere) gets None: its iterations read in one batch.
+    """
+    start = getattr(getattr(conn, "_storage", None), "_start", None)
+    return start if isinstance(start, bytes) and len(start) == 8 else None
 
 
 def data_root(conn):

@@ -26,7 +26,7 @@ import re
 import sys
 
 from . import nodes
-from .paths import Path
+from .paths import Listing, Path
 
 PROMPT = "> "
 CONTINUATION = "... "
@@ -53,6 +53,8 @@ class Shell(code.InteractiveConsole):
         """sys.displayhook for the shell: read paths, pretty-print plain values."""
         if value is None:
             return
+        if isinstance(value, Listing):  # db['d'].keys(): print the list it reads
+            value = list(value)
         if isinstance(value, Path):
             value = value.value()
             if value is None:

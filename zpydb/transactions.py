@@ -6,6 +6,8 @@ executors have one protocol:
 * ``read(op)``: ``op(root, reads)`` in a transaction that writes nothing;
 * ``write(op, note)``: ``op(root, reads)`` as (part of) a transaction whose
   note is ``note`` (:func:`describe_transaction` writes the metadata);
+* ``iterate(op)``: the items of ``op(root, reads, position, size)``'s batches
+  (:func:`ops.read_batch`), every batch read from one snapshot;
 
 where ``op`` is an ops.py call and ``reads`` the executor's read tracker
 (:class:`ops.Reads`).  The executors:
@@ -44,7 +46,7 @@ from contextlib import nullcontext
 from ZODB.utils import z64
 
 from . import errors, interrupts, ops, outcome
-from .session import DATA_KEY, Recovery, RetryBudget, _Result, data_root
+from .session import DATA_KEY, Recovery, RetryBudget, _Result, data_root, snapshot_before
 from .translate import COMMIT_FAILURES, DISCONNECTS, translate, translate_errors
 
 
@@ -100,6 +102,36 @@ class Autocommit:
         return self.session.write(lambda root: op(root, ops.UNTRACKED),
                                   lambda txn: describe_transaction(txn, note))
 
+    def iterate(self, op):
+        """An iterator over ``op``'s batches, all read from ONE snapshot.
+
+        ``op(root, reads, position, size) -> (items, next position or None)``
+        (:func:`ops.read_batch`).  The first batch is read now, as any read
+        (errors surface here, and it is the moment of the snapshot); the rest
+        are read when the iterator gets to them, each on a historical
+        connection at that first read's snapshot (:meth:`Session.read_before`).
+        """
+        block = self.lock_block
+        if block is not None:
+            return block.iterate(op)
+        session, snapshot = self.session, {}
+
+        def first(root):
+            conn = root._p_jar
+            before = None if conn is None else snapshot_before(conn)
+            snapshot.update(db=conn.db() if before else None, before=before)
+            # no snapshot to come back to: one read of everything (the old way)
+            return op(root, ops.UNTRACKED, None, ops.BATCH_SIZE if before else None)
+
+        items, position = session.read(first)
+
+        def rest(position):
+            return session.read_before(
+                snapshot["db"], snapshot["before"],
+                lambda root: op(root, ops.UNTRACKED, position, ops.BATCH_SIZE))
+
+        return _batches(items, position, rest)
+
     def database(self, call, refusal):
         """``call(session)``: a database-wide call (undo, redo, history, pack).
 
@@ -130,6 +162,19 @@ class Autocommit:
             raise errors.Error("db.unlock() without db.lock()")
         self._locks.block = None
         block.commit()
+
+
+def _batches(items, position, next_batch):
+    """Yield ``items``, then ``next_batch(position)``'s items until the position is None.
+
+    A generator: a loop that stops early (``break``) holds nothing open, since
+    each batch opens and closes what it reads from.
+    """
+    yield from items
+    while position is not None:
+        items = None  # the previous batch can go before the next one is read
+        items, position = next_batch(position)
+        yield from items
 
 
 # -- VAL's hook: this thread's open blocks (undo.py refuses to run inside one) --
@@ -197,6 +242,13 @@ class Block:
         self._check()
         with interrupts.deferred(), self._translated():
             return op(data_root(self.conn), _BlockReads(self))
+
+    def iterate(self, op):
+        """``op``'s batches (see :meth:`Autocommit.iterate`) on the block's own
+        connection: its snapshot, and its read tracker sees every batch."""
+        items, position = self.read(lambda root, reads: op(root, reads, None, ops.BATCH_SIZE))
+        return _batches(items, position, lambda position: self.read(
+            lambda root, reads: op(root, reads, position, ops.BATCH_SIZE)))
 
     def write(self, op, note):
         """One statement of the block: a Ctrl-C during it lands after it (the
