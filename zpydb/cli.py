@@ -324,11 +324,12 @@ def _import(args):
     created = _storage.paths_created_by_opening(_storage.normalize_url(args.url))
     try:
         with _connect(args) as db:
+            # Read as bytes: import checks UTF-8 itself (a BOM is allowed), whatever the locale.
             if args.file == "-":
-                count = export.import_json(db, sys.stdin, steps,
+                count = export.import_json(db, sys.stdin.buffer, steps,
                                            progress=not args.no_progress, context=context)
             else:
-                with open(args.file, encoding="utf-8-sig") as stream:  # a BOM is allowed
+                with open(args.file, "rb") as stream:
                     count = export.import_json(db, stream, steps,
                                                progress=not args.no_progress, context=context)
     except BaseException:

@@ -26,19 +26,16 @@ Encoders are called as ``encoder(value, context)`` and decoders as
 import ast
 import base64
 import contextlib
-import decimal
 import itertools
 import json
 import os
 import re
 import sys
 
-import ijson
-import ijson.backends.python
 from BTrees.OOBTree import OOBTree
 from tqdm import tqdm
 
-from . import nodes, ops
+from . import json_events, nodes, ops
 from . import session as session_module
 from . import translate as translate_module
 from .errors import Error
@@ -529,13 +526,7 @@ def import_json(db, stream, steps=(), progress=True, context=None):
         context = import_context(getattr(stream, "name", None)
                                  if isinstance(getattr(stream, "name", None), str)
                                  and os.path.isfile(stream.name) else None)
-    long_digits = _has_long_digit_run(stream)
-    reader = _Utf8Reader(stream, refuse_long_runs=long_digits is None)
-    # yajl's C parser crashes on an integer literal past Python's digit limit;
-    # the rare document with such a digit run (a number or a string) is read
-    # with ijson's pure-Python parser, which reports it as an error instead.
-    parse = ijson.backends.python.basic_parse if long_digits else ijson.basic_parse
-    events = _Events(parse(reader), reader)
+    events = json_events.events(stream)
     block = db.transaction()
     with block as t:
         importer = _Importer(events, context, progress, block.block)
@@ -556,147 +547,12 @@ IMPORT_BATCH = 1000
 IMPORT_RELEASE_EVERY = 5000
 #: Streamed levels below the import's target: the target's value and its values.
 STREAM_LEVELS = 2
-#: JSON nesting past this cannot hold a storable value (a stored level takes at
-#: most 3 JSON levels, as {"$dict": [[key, value]]}); refused while parsing.
-JSON_MAX_NESTING = 4 * MAX_DEPTH
-
-
-def _digit_limit():
-    return sys.get_int_max_str_digits() if hasattr(sys, "get_int_max_str_digits") else 0
-
-
-def _has_long_digit_run(stream):
-    """Does a seekable ``stream`` hold a run of digits past Python's int limit?
-
-    Scanned with a regex chunk by chunk (bounded memory), then rewound.
-    None: the stream cannot be rewound (a pipe); :class:`_Utf8Reader` then
-    refuses such a run when it meets it.
-    """
-    limit = _digit_limit()
-    if not limit:
-        return False
-    try:
-        start = stream.tell()
-        stream.seek(start)
-    except (AttributeError, OSError, ValueError):
-        return None
-    pattern = re.compile(r"[0-9]{%d,}" % (limit + 1))
-    carried = ""
-    try:
-        while True:
-            chunk = stream.read(1 << 16)
-            if not chunk:
-                return False
-            if isinstance(chunk, bytes):
-                chunk = chunk.decode("latin-1")  # digits are ASCII in every case
-            text = carried + chunk
-            if pattern.search(text):
-                return True
-            digits_at_end = len(text) - len(text.rstrip("0123456789"))
-            carried = text[len(text) - digits_at_end:] if digits_at_end else ""
-    finally:
-        stream.seek(start)
-
-
-class _Utf8Reader:
-    """A binary reader over a text (or binary) stream for ijson.
-
-    ``refuse_long_runs``: the input is a pipe that could not be scanned first;
-    a run of digits past Python's int limit is refused before the parser sees it.
-    """
-
-    def __init__(self, stream, refuse_long_runs=False):
-        self.stream, self.run = stream, 0
-        self.limit = _digit_limit() if refuse_long_runs else 0
-        self.long_run = re.compile(rb"[0-9]{%d,}" % (self.limit + 1)) if self.limit else None
-
-    def read(self, size=-1):
-        if size == 0:  # ijson's probe for bytes or str
-            return b""
-        data = self.stream.read(size if size > 0 else 1 << 16)
-        if isinstance(data, str):
-            data = data.encode("utf-8")
-        if self.long_run is not None and data:
-            head = len(data) - len(data.lstrip(b"0123456789"))
-            if self.run + head > self.limit or self.long_run.search(data):
-                raise Error(_LONG_NUMBER + " (read from a pipe, a digit string of that length "
-                            "is refused too: import it from a file); nothing was imported")
-            tail = len(data) - len(data.rstrip(b"0123456789"))
-            self.run = tail if tail < len(data) else self.run + tail
-        return data
-
-
-_LONG_NUMBER = ('the input holds a number JSON cannot read here (an integer of more than '
-                f'{_digit_limit() or "the limit of"} digits); write it as {{"$int": "0x..."}} '
-                '(zpydb export does)')
-
-
-class _Events:
-    """ijson's events with zpydb's number rules and messages for bad input."""
-
-    def __init__(self, events, reader):
-        self.events, self.reader, self.depth = events, reader, 0
-
-    def next(self):
-        try:
-            event, value = next(self.events)
-        except StopIteration:
-            raise Error("the input is not valid JSON: it ends early") from None
-        except ijson.backends.python.UnexpectedSymbol as exc:  # the pure-Python parser
-            if re.search(r"'[0-9]{%d,}" % (_digit_limit() + 1), str(exc)):
-                raise Error(_LONG_NUMBER + "; nothing was imported") from None
-            raise _bad_json(exc) from None
-        except ijson.JSONError as exc:
-            raise _bad_json(exc) from None
-        except UnicodeError as exc:
-            raise Error(f"the input is not UTF-8 text ({exc}); JSON files are UTF-8 (convert "
-                        f"it, e.g. with iconv -f UTF-16 -t UTF-8); nothing was imported") from None
-        if event == "number":
-            if isinstance(value, decimal.Decimal):  # json's number rules: a float
-                number = float(value)
-                if number in (float("inf"), float("-inf")):
-                    raise Error(f"the input is not strict JSON: the number {str(value)[:40]} is "
-                                f"too large for a float; nothing was imported")
-                value = number
-        elif event in ("start_map", "start_array"):
-            self.depth += 1
-            if self.depth > JSON_MAX_NESTING:
-                raise Error(f"the input nests arrays/objects deeper than zpydb stores "
-                            f"({MAX_DEPTH} levels); nothing was imported")
-        elif event in ("end_map", "end_array"):
-            self.depth -= 1
-        return event, value
-
-    def end(self):
-        """Check that nothing but whitespace follows the document."""
-        try:
-            next(self.events)  # ijson raises on trailing data
-        except StopIteration:
-            return
-        except ijson.backends.python.UnexpectedSymbol as exc:  # the pure-Python parser
-            if re.search(r"'[0-9]{%d,}" % (_digit_limit() + 1), str(exc)):
-                raise Error(_LONG_NUMBER + "; nothing was imported") from None
-            raise _bad_json(exc) from None
-        except ijson.JSONError as exc:
-            raise _bad_json(exc) from None
-        raise Error("the input is not valid JSON: more than one value")
-
-
-def _bad_json(exc):
-    """NaN/Infinity get the strict-JSON message (yajl shows the text at the error)."""
-    lines = str(exc).splitlines()
-    if len(lines) >= 3 and "^" in lines[2]:
-        at = lines[2].index("^")
-        near = lines[1][max(0, at - 1):at + 9]
-        found = re.match(r"-?(NaN|Infinity)", near.lstrip()) or \
-            re.match(r"(NaN|Infinity)", lines[1][at:at + 8])
-        if found:
-            return Error(f"the input is not strict JSON: {found.group(0)} is not a JSON value "
-                         f"(export refuses it too); nothing was imported")
-    return Error(f"the input is not valid JSON: {' '.join(str(exc).split())}")
 
 
 class _Importer:
+    """Stores the events of one document inside one transaction block (see import_json)."""
+
+
     def __init__(self, events, context, progress, block):
         self.events, self.context, self.progress, self.block = events, context, progress, block
         self.items = 0
