@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import zpydb
-from zpydb import export
+from zpydb import export, json_import
 
 N = 300_000
 
@@ -154,10 +154,11 @@ def pair(tmp_path_factory):
 @given(value=_values, indent=st.sampled_from([None, 2]))
 def test_round_trip_keeps_any_value_and_writes_what_json_dump_writes(pair, value, indent):
     source, target = pair
-    old = (export.FLUSH_BYTES, export.IMPORT_BATCH, export.GC_EVERY, export.IMPORT_RELEASE_EVERY)
+    old = (export.FLUSH_BYTES, json_import.IMPORT_BATCH, export.GC_EVERY,
+           json_import.IMPORT_RELEASE_EVERY, json_import.SPOOL_MEMORY)
     # tiny batches: every streaming path runs on small values
-    export.FLUSH_BYTES, export.IMPORT_BATCH, export.GC_EVERY, export.IMPORT_RELEASE_EVERY = \
-        16, 2, 3, 3
+    export.FLUSH_BYTES, json_import.IMPORT_BATCH, export.GC_EVERY, \
+        json_import.IMPORT_RELEASE_EVERY, json_import.SPOOL_MEMORY = 16, 2, 3, 3, 64
     try:
         source["v"] = value
         out = io.StringIO()
@@ -172,8 +173,8 @@ def test_round_trip_keeps_any_value_and_writes_what_json_dump_writes(pair, value
         export.import_json(target, io.StringIO(whole.getvalue()), progress=False)
         assert target["v"].value() == value
     finally:
-        export.FLUSH_BYTES, export.IMPORT_BATCH, export.GC_EVERY, export.IMPORT_RELEASE_EVERY = \
-            old
+        export.FLUSH_BYTES, json_import.IMPORT_BATCH, export.GC_EVERY, \
+            json_import.IMPORT_RELEASE_EVERY, json_import.SPOOL_MEMORY = old
 
 
 def test_long_digit_strings_import_and_long_integers_are_refused(fdb):

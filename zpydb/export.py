@@ -35,11 +35,10 @@ import sys
 from BTrees.OOBTree import OOBTree
 from tqdm import tqdm
 
-from . import json_events, nodes, ops
+from . import nodes, ops
 from . import session as session_module
 from . import translate as translate_module
 from .errors import Error
-from .nodes import MAX_DEPTH
 
 _HEX_INT = re.compile(r"-?0x[0-9a-f]+")
 
@@ -93,7 +92,7 @@ def decode(value, context=None):
     context = {} if context is None else context
     where = context.get("where", "")  # the location in the document, for messages
     if isinstance(value, list):
-        return [_decode_at(v, context, f"{where}[{i}]") for i, v in enumerate(value)]
+        return [decode_at(v, context, f"{where}[{i}]") for i, v in enumerate(value)]
     if isinstance(value, dict):
         if len(value) == 1:
             (tag, inner), = value.items()
@@ -102,16 +101,16 @@ def decode(value, context=None):
             if tag == "$int":
                 return _decode_int(inner)
             if tag == "$tuple":
-                return tuple(_decode_at(v, context, f"{where}[{i}]") for i, v in enumerate(inner))
+                return tuple(decode_at(v, context, f"{where}[{i}]") for i, v in enumerate(inner))
             if tag == "$dict":
                 return {_hashable(decode(k, context)): decode(v, context) for k, v in inner}
             if tag in decoders:
                 return decoders[tag](inner, context)
-        return {k: _decode_at(v, context, f"{where}[{k!r}]") for k, v in value.items()}
+        return {k: decode_at(v, context, f"{where}[{k!r}]") for k, v in value.items()}
     return value
 
 
-def _decode_at(value, context, where):
+def decode_at(value, context, where):
     """:func:`decode` of the item at ``where`` (``['a'][0]``), restoring the location after."""
     outer = context.get("where", "")
     context["where"] = where
@@ -509,201 +508,9 @@ def check_json_safe(value, expr="db"):
 
 
 def import_json(db, stream, steps=(), progress=True, context=None):
-    """Read JSON from ``stream`` and store it at ``steps`` in one transaction block.
-
-    At the root the document must be an object; its keys are added to (and
-    replace the same keys in) the database.  Returns the number of keys/items.
-    ``context``: see :func:`import_context` (where referenced files are).
-
-    The document is parsed as a stream (ijson) and stored as it is read: the
-    value at ``steps`` and, one level down, each of its values are created
-    empty and filled in batches of :data:`IMPORT_BATCH` items, so memory holds
-    one batch (values nested deeper are built whole first).  It all happens in
-    one transaction block (savepoints bound its memory), so a problem found
-    half-way, in the input or in a value, stores nothing.
-    """
-    if context is None:
-        context = import_context(getattr(stream, "name", None)
-                                 if isinstance(getattr(stream, "name", None), str)
-                                 and os.path.isfile(stream.name) else None)
-    events = json_events.events(stream)
-    block = db.transaction()
-    with block as t:
-        importer = _Importer(events, context, progress, block.block)
-        event, value = events.next()
-        if not steps:
-            if event != "start_map":
-                raise Error("importing at the root needs a JSON object (a dict of keys)")
-            count = importer.root_map(t)
-        else:
-            count = importer.store(_path(t, steps[:-1]), steps[-1], event, value, "", 0)
-        events.end()
-    return count
-
-
-#: Import stores a streamed list's items / dict's keys in batches of this many.
-IMPORT_BATCH = 1000
-#: Import takes a savepoint and lets the cache drop what it saved every this many items.
-IMPORT_RELEASE_EVERY = 5000
-#: Streamed levels below the import's target: the target's value and its values.
-STREAM_LEVELS = 2
-
-
-class _Importer:
-    """Stores the events of one document inside one transaction block (see import_json)."""
-
-
-    def __init__(self, events, context, progress, block):
-        self.events, self.context, self.progress, self.block = events, context, progress, block
-        self.items = 0
-
-    def _tick(self, number=1):
-        """Every IMPORT_RELEASE_EVERY items: a savepoint, then ghost what it saved."""
-        before, self.items = self.items, self.items + number
-        if before // IMPORT_RELEASE_EVERY != self.items // IMPORT_RELEASE_EVERY:
-            self.block.tm.savepoint(optimistic=True)
-            self.block.conn.cacheMinimize()
-
-    def root_map(self, t):
-        """The document's keys into db (the map's start already read)."""
-        count = 0
-        with _Progress(self.progress) as bar:
-            event, key = self.events.next()
-            while event != "end_map":
-                event, value = self.events.next()
-                self.store(t, key, event, value, f"[{key!r}]", 1)
-                count += 1
-                bar.update()
-                self._tick()
-                event, key = self.events.next()
-        return count
-
-    def store(self, parent, key, event, value, where, level):
-        """Store the JSON value starting with (event, value) as ``parent[key]``; its size."""
-        if level < STREAM_LEVELS and event == "start_array":
-            parent[key] = []
-            return self._fill_list(parent[key], where, level)
-        if level < STREAM_LEVELS and event == "start_map":
-            event, first = self.events.next()
-            if event == "end_map":
-                parent[key] = {}
-                return 0
-            event, raw = self.events.next()
-            raw = self.whole(event, raw)
-            event, second = self.events.next()
-            if event == "end_map":  # one key: maybe a tag ($bytes, $tuple...)
-                stored = self.decoded({first: raw}, where)
-                parent[key] = stored
-                return _size(stored)
-            parent[key] = {}
-            return self._fill_dict(parent[key], where, level, first, raw, event, second)
-        stored = self.decoded(self.whole(event, value), where)
-        parent[key] = stored
-        return _size(stored)
-
-    def _fill_list(self, target, where, level):
-        batch, count = [], 0
-        with _Progress(self.progress and level == 0) as bar:
-            event, value = self.events.next()
-            while event != "end_array":
-                batch.append(self.decoded(self.whole(event, value), f"{where}[{count}]"))
-                count += 1
-                if len(batch) >= IMPORT_BATCH:
-                    target.extend(batch)
-                    bar.update(len(batch))
-                    self._tick(len(batch))
-                    batch = []
-                event, value = self.events.next()
-            if batch:
-                target.extend(batch)
-                bar.update(len(batch))
-        return count
-
-    def _fill_dict(self, target, where, level, first, raw, event, key):
-        """The rest of a dict whose ``first`` key (value ``raw``) is read; (event, key) next."""
-        batch, count = {first: self.decoded(raw, f"{where}[{first!r}]")}, 1
-        with _Progress(self.progress and level == 0) as bar:
-            while event != "end_map":
-                event, value = self.events.next()
-                batch[key] = self.decoded(self.whole(event, value), f"{where}[{key!r}]")
-                count += 1
-                if len(batch) >= IMPORT_BATCH:
-                    target.update(batch)
-                    bar.update(len(batch))
-                    self._tick(len(batch))
-                    batch = {}
-                event, key = self.events.next()
-            if batch:
-                target.update(batch)
-                bar.update(len(batch))
-        return count
-
-    def whole(self, event, value):
-        """The JSON value starting with (event, value), built in memory (not decoded)."""
-        if event not in ("start_map", "start_array"):
-            return value
-        stack = [[] if event == "start_array" else {}]
-        keys = [None]
-        while True:
-            event, value = self.events.next()
-            if event == "map_key":
-                keys[-1] = value
-                continue
-            if event in ("start_map", "start_array"):
-                child = [] if event == "start_array" else {}
-                self._put(stack[-1], keys[-1], child)
-                stack.append(child)
-                keys.append(None)
-                continue
-            if event in ("end_map", "end_array"):
-                done = stack.pop()
-                keys.pop()
-                if not stack:
-                    return done
-                continue
-            self._put(stack[-1], keys[-1], value)
-
-    @staticmethod
-    def _put(container, key, value):
-        if isinstance(container, list):
-            container.append(value)
-        else:
-            container[key] = value
-
-    def decoded(self, raw, where):
-        try:
-            return _decode_at(raw, self.context, where)
-        except RecursionError:
-            raise Error(f"the input nests arrays/objects deeper than zpydb stores "
-                        f"({MAX_DEPTH} levels); nothing was imported") from None
-        except (ValueError, TypeError) as exc:
-            raise Error(f"a tagged value ($bytes, $int, $tuple, $dict...) is malformed: "
-                        f"{exc}") from None
-
-
-def _size(value):
-    return len(value) if isinstance(value, (dict, list, tuple, str, bytes)) else 1
-
-
-class _Progress:
-    """A tqdm bar that appears once PROGRESS_MIN_ITEMS items are done (the total is unknown)."""
-
-    def __init__(self, enabled):
-        self.enabled, self.done, self.bar = enabled, 0, None
-
-    def __enter__(self):
-        return self
-
-    def update(self, number=1):
-        self.done += number
-        if self.bar is None and self.enabled and self.done >= PROGRESS_MIN_ITEMS:
-            self.bar = tqdm(desc="import", unit="key", initial=self.done, file=sys.stderr)
-        elif self.bar is not None:
-            self.bar.update(number)
-
-    def __exit__(self, *exc):
-        if self.bar is not None:
-            self.bar.close()
+    """Read JSON from ``stream`` and store it at ``steps``: see :mod:`zpydb.json_import`."""
+    from . import json_import  # it builds on this module's tags
+    return json_import.import_json(db, stream, steps, progress, context)
 
 
 def _path(root, steps):
