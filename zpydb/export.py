@@ -319,6 +319,7 @@ class _Writer:
         self.indent = indent
         self.item_sep = ", " if indent is None else ","
         self.chunks, self.parts, self.size, self.items = [], [], 0, 0
+        self.bar = Progress(False, "export", "item")  # top() replaces it
 
     def write(self, text):
         parts = self.parts
@@ -339,6 +340,7 @@ class _Writer:
 
     def _tick(self):
         self.items += 1
+        self.bar.update()
         if self.items % GC_EVERY == 0:
             self.conn.cacheMinimize()  # a read transaction: every object can be a ghost again
 
@@ -346,27 +348,19 @@ class _Writer:
         return "" if self.indent is None else "\n" + self.indent * level
 
     def top(self, node, where, progress):
-        """Write the value at the export's path; the count export reports."""
-        if nodes.is_dict_node(node) or nodes.is_list_node(node):
-            dict_node = nodes.is_dict_node(node)
-            total = (self._count(node) if dict_node else len(node)) if progress else 0
-            bar = tqdm(total=total, desc="export", unit="key" if dict_node else "item",
-                       disable=total < PROGRESS_MIN_ITEMS, file=sys.stderr)
-            count = itertools.count()
-            with bar:
-                self.value(node, where, 0, lambda number: (bar.update(number), next(count)))
-            return next(count)
-        value = nodes.to_plain(node)
-        self.value(node, where, 0)
-        return len(value) if isinstance(value, (dict, list, tuple, str, bytes)) else 1
+        """Write the value at the export's path; the count export reports (its items).
 
-    def _count(self, node):
-        """len() of a dict node, for the progress bar, without keeping its buckets loaded."""
-        count = 0
-        for count, _ in enumerate(node.keys(), 1):
-            if count % GC_EVERY == 0:
-                self.conn.cacheMinimize()
-        return count
+        The progress bar counts every item written, at any depth (a root with a
+        few large keys shows progress too), without a total.
+        """
+        with Progress(progress, "export", "item") as self.bar:
+            if nodes.is_dict_node(node) or nodes.is_list_node(node):
+                count = itertools.count()
+                self.value(node, where, 0, lambda _: next(count))
+                return next(count)
+            value = nodes.to_plain(node)
+            self.value(node, where, 0)
+        return len(value) if isinstance(value, (dict, list, tuple, str, bytes)) else 1
 
     def value(self, node, where, level, done=None):
         kind = type(node)
@@ -438,6 +432,35 @@ class _Writer:
                 done(1)
         self._close("]", level + 1, False)
         self._close("}", level, False)
+
+
+class Progress:
+    """A tqdm bar on stderr, shown once PROGRESS_MIN_ITEMS items are done (or the total is
+    known to reach it); ``done`` counts the items either way."""
+
+    def __init__(self, enabled, desc, unit, total=None):
+        self.enabled, self.desc, self.unit, self.total = enabled, desc, unit, total
+        self.done, self.bar = 0, None
+
+    def __enter__(self):
+        if self.enabled and self.total is not None and self.total >= PROGRESS_MIN_ITEMS:
+            self._show()
+        return self
+
+    def _show(self):
+        self.bar = tqdm(desc=self.desc, unit=self.unit, total=self.total, initial=self.done,
+                        file=sys.stderr)
+
+    def update(self, number=1):
+        self.done += number
+        if self.bar is not None:
+            self.bar.update(number)
+        elif self.enabled and self.done >= PROGRESS_MIN_ITEMS:
+            self._show()
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _plain_keys(node):

@@ -29,10 +29,7 @@ it is read, so a malformed one is refused even if a later one would replace it.
 
 import marshal
 import os
-import sys
 import tempfile
-
-from tqdm import tqdm
 
 from . import export, json_events
 from .errors import Error
@@ -59,7 +56,7 @@ def import_json(db, stream, steps=(), progress=True, context=None):
                                         else None)
     events = json_events.events(stream)
     block = db.transaction()
-    with block as t, _Progress(progress) as bar:
+    with block as t, export.Progress(progress, "import", "item") as bar:
         importer = _Importer(events, context, bar, block.block)
         event, value = events.next()
         if not steps:
@@ -331,24 +328,3 @@ class _Spool:
                 yield marshal.load(self.file)
         finally:
             self.file.close()
-
-
-class _Progress:
-    """A tqdm bar of the items stored, shown once PROGRESS_MIN_ITEMS are (the total is unknown)."""
-
-    def __init__(self, enabled):
-        self.enabled, self.done, self.bar = enabled, 0, None
-
-    def __enter__(self):
-        return self
-
-    def update(self, number=1):
-        self.done += number
-        if self.bar is None and self.enabled and self.done >= export.PROGRESS_MIN_ITEMS:
-            self.bar = tqdm(desc="import", unit="item", initial=self.done, file=sys.stderr)
-        elif self.bar is not None:
-            self.bar.update(number)
-
-    def __exit__(self, *exc):
-        if self.bar is not None:
-            self.bar.close()
