@@ -141,6 +141,10 @@ def test_streamed_import_stores_what_decoding_the_whole_document_stores(two, tin
     ('{"$dict": [[1, "a"]], "b": 2}', {"$dict": [[1, "a"]], "b": 2}),
     ('{"$x": {"$y": 1}}', {"$x": {"$y": 1}}),
     ('{"a": 1, "a": 2}', {"a": 2}),
+    ('{"$dict": [[1, 2]], "$dict": [[3, 4]]}', {3: 4}),
+    ('{"$dict": 5, "$dict": [[3, 4]]}', {3: 4}),
+    ('{"$dict": [[3, 4]], "$dict": 5, "b": 1}', {"$dict": 5, "b": 1}),
+    ('{"$bytes": "x", "b": 1, "$bytes": "y"}', {"$bytes": "y", "b": 1}),
 ])
 def test_the_root_object_may_be_a_tagged_dict(fdb, text, stored):
     export.import_json(fdb, io.StringIO(text), progress=False)

@@ -98,33 +98,48 @@ class _Importer:
     # -- the document's root object: the database's keys -------------------------------
 
     def root(self, t):
-        """The document's keys into db (the object's start already read); how many."""
+        """The document's keys into db (the object's start already read); how many.
+
+        Like :meth:`_object`, except that each key's value is streamed into db
+        as it is read; a one-key document that is a tag other than ``$dict``
+        decodes to something that is not a dict of keys, and is refused.
+        """
         event, first = self.events.next()
         if event == "end_map":
             return 0
         event, value = self.events.next()
-        if first == "$dict" and event == "start_array":
-            pairs = self._spool()
+        pairs = stored = None
+        while True:  # the first key's value; a repeated first key: the last one counts
+            if first == "$dict" and event == "start_array":
+                pairs = self._spool()
+                if stored:
+                    del t[first]
+                    stored = False
+            else:
+                pairs, stored = None, True
+                self.store(t, first, event, value, f"[{first!r}]")
             event, key = self.events.next()
-            if event == "end_map":  # the tag: a root whose keys are not all str
+            if event != "map_key" or key != first:
+                break
+            event, value = self.events.next()
+        if event == "end_map":  # one key
+            if pairs is not None:  # the tag: a root whose keys are not all str
                 return self._put_pairs(pairs, "", lambda batch: self._set_each(t, batch))
-            t[first] = []           # a plain "$dict" key after all: its value is a list
+            if _is_tag(first):
+                raise Error(f"importing at the root needs a JSON object (a dict of keys), "
+                            f"not a {first} value")
+            return 1
+        if pairs is not None:  # a plain "$dict" key after all: its value is a list
+            t[first] = []
             self._put_items(t[first], pairs, "['$dict']")
-        else:
-            self.store(t, first, event, value, f"[{first!r}]")
-            self._tick()
-            event, key = self.events.next()
-        count, only_first = 1, True
+        self._tick()
+        count = 1
         while event != "end_map":
             event, value = self.events.next()
             self.store(t, key, event, value, f"[{key!r}]")
             count += 1
-            only_first = only_first and key == first
             self._tick()
             event, key = self.events.next()
-        if only_first and _is_tag(first):
-            raise Error(f"importing at the root needs a JSON object (a dict of keys), not a "
-                        f"{first} value")
         return count
 
     @staticmethod
