@@ -24,8 +24,10 @@ import time
 from .common import REPO, zpydb_for
 from .procs import _wait4
 
-#: peak RSS at the large size / at the small size must stay below this (not "records")
-TARGET = 1.5
+#: Peak RSS at the large size / at the small size must stay below these (not for
+#: "records").  Import's is higher: ZODB's ~300 bytes per new object (a dict of 1M
+#: strings: ~67k buckets, ~20 MB); holding the document would take 3-5x.
+TARGETS = {"export": 1.5, "import": 2.0}
 TIMEOUT = 1800
 
 
@@ -129,7 +131,7 @@ def _ratios(backend, shape, sizes, peaks):
         ratio = {"name": f"{direction}/{backend} {shape}: peak RSS at {large} / at {small} "
                          f"items", "ratio": round(high / low, 3)}
         if shape != "records":  # one persistent object per item: ZODB's bookkeeping grows
-            ratio["target"] = f"< {TARGET}"
-            ratio["pass"] = high / low < TARGET
+            ratio["target"] = f"< {TARGETS[direction]}"
+            ratio["pass"] = high / low < TARGETS[direction]
         found.append(ratio)
     return found
