@@ -31,8 +31,9 @@ from ZODB.POSException import UndoError as ZODBUndoError
 import zpydb
 from tests import workers
 from tests.conftest import BACKENDS
+from tests.helpers import check_stored_counts
 from tests.load import cpu_hog, worker_pool  # noqa: F401  (module-scoped fixtures)
-from zpydb import export, nodes, ops
+from zpydb import export, ops
 from zpydb.bigdict import BigDict, descending_items, spans_buckets
 from zpydb.copy import copy_database
 from zpydb.session import DATA_KEY, data_root
@@ -59,32 +60,6 @@ def stored(db, *steps):
         for step in steps:
             node = node[step]
         return type(node), len(node)
-    finally:
-        tm.abort()
-        conn.close()
-
-
-def check_stored_counts(db):
-    """Walk every stored dict: each BigDict's Length equals its tree's real size, and
-    every plain OOBTree is one bucket (anything bigger was wrapped).  Returns how
-    many BigDicts there are."""
-    tm, conn = raw(db)
-    try:
-        found = 0
-        stack = [conn.root()[DATA_KEY]]
-        while stack:
-            node = stack.pop()
-            if isinstance(node, BigDict):
-                found += 1
-                assert node.length() == sum(1 for _ in node.tree.keys()), "a wrong count"
-                assert len(node) == node.length()
-                stack.extend(node.values())
-            elif isinstance(node, OOBTree):
-                assert not spans_buckets(node), "a dict past one bucket without a Length"
-                stack.extend(node.values())
-            elif nodes.is_list_node(node):
-                stack.extend(node)
-        return found
     finally:
         tm.abort()
         conn.close()
