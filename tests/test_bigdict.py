@@ -34,7 +34,7 @@ from tests.conftest import BACKENDS
 from tests.helpers import check_stored_counts
 from tests.load import cpu_hog, worker_pool  # noqa: F401  (module-scoped fixtures)
 from zpydb import export, ops
-from zpydb.bigdict import BigDict, descending_items, spans_buckets
+from zpydb.bigdict import BigDict, descending_items
 from zpydb.copy import copy_database
 from zpydb.session import DATA_KEY, data_root
 
