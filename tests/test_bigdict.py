@@ -86,7 +86,9 @@ def test_one_bucket_stays_a_plain_tree_and_a_split_makes_a_bigdict(fdb):
     for key in range(BUCKET + 1):                              # shrinking keeps the count
         del fdb["d"][key]
     assert stored(fdb, "d") == (BigDict, 0) and fdb["d"].value() == {} and len(fdb["d"]) == 0
-    assert stored(fdb) == (BigDict, 3)                         # a new database's root
+    assert stored(fdb) == (OOBTree, 3)                    # db's own keys: a dict like any other
+    fdb.update({f"top{i}": i for i in range(BUCKET)})
+    assert stored(fdb) == (BigDict, BUCKET + 3) and len(fdb) == BUCKET + 3
     assert check_stored_counts(fdb) == 4
 
 
@@ -423,7 +425,7 @@ def test_concurrent_inserts_and_deletes_of_one_big_dict(backend, worker_pool, wr
     expected.update(workers.churn_keys(reports))
     assert len(db["shared"]) == len(expected)
     assert db["shared"].value() == expected
-    assert check_stored_counts(db) == 2  # the data root and "shared"
+    assert check_stored_counts(db) == 1  # "shared" (db itself holds one key)
 
 
 def test_concurrent_inserts_and_deletes_of_one_big_dict_in_threads(fdb):

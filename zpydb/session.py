@@ -30,7 +30,6 @@ from BTrees.OOBTree import OOBTree
 from ZEO.ClientStorage import ClientStorage
 
 from . import errors, interrupts, outcome
-from .bigdict import BigDict
 from .nodes import DATA_KEY
 from .storage import SERVER_BEHIND_MESSAGE, OpenDatabase, server_behind_cache
 from .translate import (COMMIT_FAILURES, DISCONNECTS, LOCK_ERRORS, TRANSLATED,
@@ -207,7 +206,8 @@ class Session:
         """Check the stored format; create the data root and stamp the format, once.
 
         A format newer than :data:`FORMAT_VERSION` is refused (FormatError).
-        A new database gets the BigDict that holds db's keys and the format in
+        A new database gets the OOBTree that holds db's keys (a BigDict once
+        it spans several buckets, like any dict: ops.py) and the format in
         one transaction (``init``); an older one (format 0 or 1) gets the
         stamp alone (``format``, which undo/redo and history pass over), its
         records stay as they are (they read with the legacy defaults, and a
@@ -232,7 +232,7 @@ class Session:
                     tm.abort()
                     return
                 if create:
-                    root[DATA_KEY] = BigDict()
+                    root[DATA_KEY] = OOBTree()
                 root[FORMAT_KEY] = FORMAT_VERSION
                 txn = tm.get()
                 txn.note("zpydb: create the data root" if create else
