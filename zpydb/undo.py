@@ -45,20 +45,23 @@ BATCH = 100
 MAX_WALK = 1_000_000
 
 
-def undo(session):
-    """Undo the newest change still in effect; UndoError when there is none."""
+def undo(session, user=None):
+    """Undo the newest change still in effect; UndoError when there is none.
+
+    ``user``: recorded as the undo's user (None: the OS user).
+    """
     with interrupts.deferred():  # Ctrl-C between statements, never inside one
         target = _find(session, _undo_target, "nothing to undo")
         interrupts.checkpoint()
-        _apply(session, target, "undo")
+        _apply(session, target, "undo", user)
 
 
-def redo(session):
+def redo(session, user=None):
     """Re-apply the most recently undone change; UndoError when there is none."""
     with interrupts.deferred():
         target = _find(session, _redo_target, "nothing to redo")
         interrupts.checkpoint()
-        _apply(session, target, "redo")
+        _apply(session, target, "redo", user)
 
 
 def history(session, n=10):
@@ -173,7 +176,7 @@ def _require_undo(session):
             f"use a file, ZEO or history-preserving PostgreSQL database for undo/redo")
 
 
-def _apply(session, entry, kind):
+def _apply(session, entry, kind, user=None):
     change = _change_note(entry)
     note = f"{kind}: {change}"
     tm, _conn = session.connection()
@@ -181,7 +184,7 @@ def _apply(session, entry, kind):
         with translate_errors(session.name):
             txn = tm.begin()
             session.db.undo(entry["id"], txn)
-            describe_transaction(txn, note, kind, **{TARGET_KEY: entry["id"]})
+            describe_transaction(txn, note, kind, user=user, **{TARGET_KEY: entry["id"]})
             try:
                 tm.commit()
             except POSUndoError as exc:  # before translate_errors, whose str(exc) can fail
