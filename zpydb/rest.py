@@ -501,7 +501,8 @@ push_id = PushIds()
 # -- request bodies -----------------------------------------------------------------------
 
 def parse_body(body, location):
-    """Request body bytes -> a plain value (export's tags decoded), or RequestError.
+    """Request body bytes -> ``(JSON document, plain value)`` (export's tags decoded in
+    the value), or RequestError.
 
     UTF-8 only (a BOM or UTF-16 is refused, as RFC 8259 says for JSON on the
     wire), strict JSON (no NaN/Infinity/1e400), at most MAX_DEPTH levels.
@@ -518,8 +519,90 @@ def parse_body(body, location):
                                          "UTF-8 JSON without one")
     try:
         document = export.parse_json(text, outcome="nothing was written")
-        return export.decode_document(document, {}, outcome="nothing was written")
+        return document, export.decode_document(document, {}, outcome="nothing was written")
     except RequestError:
         raise
     except Error as exc:
         raise RequestError(location.url, str(exc)) from None
+
+
+# -- the service: one call per request, blocking (web.py runs it in a worker thread) --------
+
+METHODS = ("PUT", "PATCH", "POST", "DELETE")
+
+
+class Service:
+    """What each request does to ``db``; every method blocks and holds no state.
+
+    Reads run as one read transaction (``db``'s executor: fresh from the
+    server, or the read replica).  Writes run in ``db.atomic`` with the note
+    ``"PUT /users/ann.json"`` and the token's name as user: one durable,
+    undoable transaction, re-run on a conflict until ``retry_timeout``.
+    """
+
+    def __init__(self, db, inline_limit=DEFAULT_INLINE_LIMIT, new_key=None):
+        self.db = db
+        self.context = {"inline_limit": inline_limit}
+        self.new_key = new_key or push_id
+
+    def _read(self, op):
+        return self.db._executor.read(op)
+
+    def get(self, location, shallow_mode=None, want_etag=False):
+        """``(JSON-ready document, ETag or None)`` for a GET."""
+        if shallow_mode is not None and shallow_mode not in SHALLOW_MODES:
+            raise RequestError(location.url, f"shallow must be one of {', '.join(SHALLOW_MODES)}"
+                                             f", not {shallow_mode[:40]!r}")
+
+        def op(root, reads):
+            value = read(root, location, reads) if shallow_mode is None or want_etag else None
+            listing = shallow(root, location, shallow_mode, reads) if shallow_mode else None
+            return value, listing
+
+        value, listing = self._read(op)
+        document = listing if shallow_mode else to_json(value, self.context)
+        return document, (etag(value) if want_etag else None)
+
+    def write(self, method, location, body=None, *, if_match=None, user=None, want_etag=False):
+        """``(JSON-ready answer, new ETag or None)`` for PUT, PATCH, POST or DELETE."""
+        document = value = None
+        if method != "DELETE":
+            document, value = parse_body(body, location)
+        new_key = self.new_key() if method == "POST" else None  # the same key on every retry
+        result = {}
+
+        def op(root, reads):
+            if method == "PUT":
+                put(root, location, value, reads, if_match)
+            elif method == "PATCH":
+                patch(root, location, value, reads, if_match)
+            elif method == "POST":
+                result["name"] = post(root, location, value, reads, if_match,
+                                      new_key=lambda: new_key)
+            else:
+                delete(root, location, reads, if_match)
+            if want_etag:
+                result["etag"] = etag(read(root, location))
+
+        note = f"{method} {location.url}"
+        self.db.atomic(lambda t: t._executor.write(op, note), note=note, user=user)
+        answer = {"name": result["name"]} if method == "POST" else document
+        return answer, result.get("etag")
+
+    def current_etag(self, location):
+        return etag(self._read(lambda root, reads: read(root, location, reads)))
+
+    def undo(self, user=None):
+        """The note of the change undone (``undo: PUT /x.json``)."""
+        from . import undo as _undo
+        return self.db._executor.database(lambda session: _undo.undo(session, user=user),
+                                          _undo.refusal("undo"))
+
+    def redo(self, user=None):
+        from . import undo as _undo
+        return self.db._executor.database(lambda session: _undo.redo(session, user=user),
+                                          _undo.refusal("redo"))
+
+    def history(self, n):
+        return [dict(entry, time=entry["time"].isoformat(timespec="milliseconds"))
+                for entry in self.db.history(n)]

@@ -48,20 +48,23 @@ MAX_WALK = 1_000_000
 def undo(session, user=None):
     """Undo the newest change still in effect; UndoError when there is none.
 
-    ``user``: recorded as the undo's user (None: the OS user).
+    ``user``: recorded as the undo's user (None: the OS user).  Returns the
+    undo's note (``undo: db['x'] = 1``); ``db.undo()`` itself returns None.
     """
     with interrupts.deferred():  # Ctrl-C between statements, never inside one
         target = _find(session, _undo_target, "nothing to undo")
         interrupts.checkpoint()
-        _apply(session, target, "undo", user)
+        return _apply(session, target, "undo", user)
 
 
 def redo(session, user=None):
-    """Re-apply the most recently undone change; UndoError when there is none."""
+    """Re-apply the most recently undone change; UndoError when there is none.
+
+    Returns the redo's note (``redo: db['x'] = 1``)."""
     with interrupts.deferred():
         target = _find(session, _redo_target, "nothing to redo")
         interrupts.checkpoint()
-        _apply(session, target, "redo", user)
+        return _apply(session, target, "redo", user)
 
 
 def history(session, n=10):
@@ -202,3 +205,4 @@ def _apply(session, entry, kind, user=None):
     except Exception:
         tm.abort()
         raise
+    return note
