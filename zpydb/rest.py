@@ -87,7 +87,12 @@ class Location:
     def child(self, relative):
         """``self`` extended by a PATCH key like ``"b/c"`` (same segment rules)."""
         extra = parse_segments(relative, f"{self.url} + {relative!r}")
-        return Location(f"{self.url.rstrip('/')}/{relative}", self.segments + extra)
+        return Location(self.joined(relative), self.segments + extra)
+
+    def joined(self, relative):
+        """The URL of ``relative`` (still encoded) below this location."""
+        base = self.url[:-len(SUFFIX)] if self.url.endswith(SUFFIX) else self.url
+        return f"{base.rstrip('/')}/{relative}{SUFFIX}"
 
     def prefix_of(self, other):
         return other.segments[:len(self.segments)] == self.segments
@@ -416,7 +421,7 @@ def _patch_target(location, key):
     if isinstance(key, str):
         return location.child(key)
     segment = Segment("~" + json.dumps(export.encode(key)), nodes.exact_key(key))
-    return Location(f"{location.url}/{segment.text}", location.segments + (segment,))
+    return Location(location.joined(segment.text), location.segments + (segment,))
 
 
 def _refuse_overlaps(location, targets):
@@ -445,7 +450,7 @@ def post(root, location, value, reads=ops.UNTRACKED, expected=None, new_key=None
                                  "POST appends to a list or adds a key to a dict; this is "
                                  "neither")
     key = (new_key or push_id)()
-    child = Location(f"{location.url}/{key}", location.segments + (Segment(key),))
+    child = Location(location.joined(key), location.segments + (Segment(key),))
     _put_found(root, child, walk(root, child), value)
     return key
 
