@@ -206,7 +206,7 @@
     await attempt(async () => {
       const doc = await call("GET", jsonUrl(start, "shallow=values"));
       const info = doc === null ? { kind: "scalar", value: null } : describe(doc);
-      const label = start === "/" ? null : { label: decodedPath(start), typed: false };
+      const label = { label: start === "/" ? "db" : decodedPath(start), typed: false };
       const root = nodeItem(start, label, info, null);
       tree.replaceChildren(root);
       if (info.kind === "dict" || info.kind === "list") {
