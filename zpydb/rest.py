@@ -466,7 +466,8 @@ class PushIds:
 
     8 characters of the time in milliseconds, then 12 random ones; two keys
     made in the same millisecond by this process get the previous random
-    part plus one, so they still sort in order.  A clock that steps back
+    part plus one, so they still sort in order (past the largest random part,
+    the next millisecond's time).  A clock that steps back
     keeps the last time.  Keys made by different processes in the same
     millisecond are unique (72 random bits) but not ordered between them.
     """
@@ -481,9 +482,9 @@ class PushIds:
     def __call__(self):
         with self._lock:
             now = max(int(self._clock() * 1000), self._last_time)
-            if now == self._last_time:
-                self._increment()
-            else:
+            if now == self._last_time and not self._increment():
+                now += 1  # 64**12 keys in one millisecond: borrow the next one
+            if now != self._last_time:
                 self._last_random = [self._rng.randrange(64) for _ in range(12)]
             self._last_time = now
             stamp = []
@@ -493,11 +494,14 @@ class PushIds:
             return "".join(reversed(stamp)) + "".join(PUSH_CHARS[i] for i in self._last_random)
 
     def _increment(self):
+        """The random part plus one; False (unchanged) when it is at its largest."""
         for position in range(11, -1, -1):
             if self._last_random[position] < 63:
                 self._last_random[position] += 1
-                return
-            self._last_random[position] = 0
+                for later in range(position + 1, 12):
+                    self._last_random[later] = 0
+                return True
+        return False
 
 
 push_id = PushIds()
