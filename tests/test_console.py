@@ -156,12 +156,14 @@ def test_add_delete_and_edit_as_json(browser, site):
     site.send("PUT", "/.json", {"d": {"a": 1}, "l": [1]})
     open_console(browser, site)
 
-    def dialog_save(key, text):
+    def dialog_save(key, text, shot=None):
         if key is not None:
             browser.find_element(By.ID, "editor-key").send_keys(key)
         area = browser.find_element(By.ID, "editor-text")
         area.clear()
         area.send_keys(text)
+        if shot:
+            screenshot(browser, shot)
         browser.find_element(By.ID, "editor-save").click()
 
     def click_action(path, css):
@@ -172,13 +174,13 @@ def test_add_delete_and_edit_as_json(browser, site):
         row.find_element(By.CSS_SELECTOR, css).click()
 
     click_action("/d", ".add")
-    dialog_save("new key", '{"x": [1, 2]}')
+    assert browser.find_element(By.ID, "editor-key").is_displayed()
+    dialog_save("new key", '{"x": [1, 2]}', shot="console-add.png")
     wait_for(lambda: idle(browser) and site.value("d", "new key") == {"x": [1, 2]},
              what="the key to be added")
     click_action("/l", ".add")
     dialog_save(None, '"two"')
     wait_for(lambda: idle(browser) and site.value("l") == [1, "two"], what="the item to be appended")
-    screenshot(browser, "console-add.png")
 
     node(browser, "/d").find_element(By.CSS_SELECTOR, ".toggle").click()
     wait_for(lambda: idle(browser) and node(browser, "/d/a"), what="d to expand")
@@ -189,6 +191,7 @@ def test_add_delete_and_edit_as_json(browser, site):
     click_action("/d", ".edit-json")
     area = wait_for(lambda: browser.find_element(By.ID, "editor-text"))
     wait_for(lambda: '"new key"' in area.get_attribute("value"), what="the JSON to load")
+    assert not browser.find_element(By.ID, "editor-key").is_displayed()  # no key to give here
     screenshot(browser, "console-json.png")
     dialog_save(None, '{"replaced": true}')
     wait_for(lambda: idle(browser) and site.value("d") == {"replaced": True},
