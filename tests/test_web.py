@@ -609,3 +609,84 @@ def test_bad_arguments_are_one_line_and_create_nothing(tmp_path, args, words):
     assert result.returncode == 2 and words in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "x.fs").exists()
+
+
+# -- crashes, shutdown, slow clients ---------------------------------------------------------------------
+
+def test_sigterm_closes_the_database(tmp_path, request):
+    import zpydb
+    site = start_site("file", tmp_path, request)
+    site.send("PUT", "/kept.json", {"a": 1})
+    assert site.server.stop() == 0  # SIGTERM: uvicorn drains, then the database is closed
+    with zpydb.connect(site.url) as db:  # the lock is released: a writer can open it
+        assert db["kept"].value() == {"a": 1}
+        db["after"] = 2
+
+
+def test_acknowledged_writes_survive_kill_9(tmp_path, request):
+    """A writer records each PUT only after its 200; SIGKILL the server at random moments
+    (5 times); every acknowledged write is in the reopened database, which checks clean."""
+    import random
+    import signal
+
+    import zpydb
+    path = tmp_path / "Data.fs"
+    acked = []
+    for round_number in range(5):
+        site = start_site("file", tmp_path, request)
+        stop = threading.Event()
+
+        def writer():
+            conn = site.connection(timeout=10)
+            number = 0
+            while not stop.is_set() and number < 100_000:
+                key = f"r{round_number}-{number}"
+                try:
+                    status, _h, _b = site.request("PUT", f"/kill/{key}.json", str(number),
+                                                  connection=conn)
+                except (OSError, http_client_errors()):
+                    return
+                if status == 200:
+                    acked.append((key, number))
+                number += 1
+
+        thread = threading.Thread(target=writer)
+        thread.start()
+        time.sleep(random.uniform(0.3, 1.0))
+        os.kill(site.server.process.pid, signal.SIGKILL)
+        site.server.process.wait(30)
+        stop.set()
+        thread.join(60)
+        site.server.process = None
+    assert acked, "no write was acknowledged"
+    check = subprocess.run([sys.executable, "-m", "ZODB.scripts.fstest", str(path)],
+                           capture_output=True, text=True, timeout=120)
+    assert check.returncode == 0, check.stdout + check.stderr
+    with zpydb.connect(str(path)) as db:
+        stored = db["kill"].value()
+    missing = [key for key, number in acked if stored.get(key) != number]
+    assert not missing, missing[:10]
+
+
+def http_client_errors():
+    import http.client
+    return http.client.HTTPException
+
+
+def test_slow_clients_do_not_hold_up_the_others(fsite):
+    """50 connections that send half a request and wait do not stop a normal one."""
+    import socket
+    slow = []
+    try:
+        for _ in range(50):
+            sock = socket.create_connection(("127.0.0.1", fsite.port), timeout=10)
+            sock.sendall(b"PUT /slow.json HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n{")
+            slow.append(sock)
+        started = time.monotonic()
+        assert fsite.send("PUT", "/fast.json", 1) == (200, 1)
+        assert fsite.get("/fast.json") == 1
+        assert time.monotonic() - started < 30
+    finally:
+        for sock in slow:
+            sock.close()
+    assert fsite.value("slow") is None

@@ -16,6 +16,7 @@ any other.
 
 import ipaddress
 import logging
+import signal
 import sys
 
 from ..errors import Error
@@ -140,5 +141,12 @@ def serve(args):
             app, host=host, port=port, log_level="warning", access_log=False,
             ssl_certfile=args.tls_cert, ssl_keyfile=args.tls_key, lifespan="off",
             server_header=False, timeout_graceful_shutdown=10))
+        # uvicorn drains on SIGTERM, then raises the signal again with the handler it
+        # found: with this one the database is closed (Data.fs.index written) before exit
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
         server.run()
     return 0
+
+
+def _exit_on_sigterm(signum, frame):
+    raise SystemExit(0)
