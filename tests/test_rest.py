@@ -304,3 +304,17 @@ def test_a_failed_precondition_carries_the_current_value_and_etag():
         assert db["x"].value() == {"a": 1}
     finally:
         db.close()
+
+
+def test_a_stored_nan_is_a_clear_error_not_invalid_json():
+    db = zpydb.connect("memory://")
+    try:
+        db["m"] = {"ok": 1, "bad": [float("nan")]}
+        service = rest.Service(db)
+        with pytest.raises(Error, match=r"db\['bad'\]\[0\].*JSON has no NaN"):
+            rest.render(service.get(rest.parse_location("/m.json"))[0])
+        assert rest.render(service.get(rest.parse_location("/m/ok.json"))[0]) == b"1"
+        # the ETag still covers it, so if-match works on such values too
+        assert service.current_etag(rest.parse_location("/m.json")).startswith('"')
+    finally:
+        db.close()

@@ -253,6 +253,9 @@ def test_print_pretty_and_silent(fsite):
     assert status == 400
     status, _headers, body = fsite.request("GET", "/pr2.json?orderBy=x")
     assert status == 400 and b"unknown query parameter" in body
+    assert fsite.request("GET", "/pr2.json?n=1")[0] == 400  # n is the history's
+    assert fsite.request("POST", "/.undo?shallow=true")[0] == 400
+    assert fsite.request("GET", "/.history.json?n=1&print=pretty")[0] == 200
 
 
 def test_head_answers_like_get_without_a_body(fsite):
@@ -536,7 +539,11 @@ def test_unicode_and_lone_surrogates(fsite):
 def test_host_and_origin_checks_without_tokens(fsite):
     status, _h, data = fsite.request("GET", "/.json", headers={"Host": "evil.example:80"})
     assert status == 403 and "answers only requests to 127.0.0.1" in json.loads(data)["error"]
-    assert fsite.request("GET", "/.json", headers={"Host": f"localhost:{fsite.port}"})[0] == 200
+    for host in (f"localhost:{fsite.port}", "127.0.0.1", f"127.1.2.3:{fsite.port}",
+                 f"[::1]:{fsite.port}"):
+        assert fsite.request("GET", "/.json", headers={"Host": host})[0] == 200, host
+    for host in ("", "localhost.evil.example", "127.0.0.1.nip.io:80", "[::2]:80", "0.0.0.0"):
+        assert fsite.request("GET", "/.json", headers={"Host": host})[0] == 403, host
     status, _h, _d = assert_nothing_written(fsite, lambda: fsite.request(
         "POST", "/csrf.json", b"1", {"Origin": "http://evil.example"}))
     assert status == 403

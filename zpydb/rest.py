@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from urllib.parse import unquote_to_bytes
 
 from . import export, nodes, ops
+from . import undo as _undo
 from .errors import Error, NotAContainerError, PreconditionFailedError, RequestError
 
 #: What a segment under a list must look like (no sign, no leading zeros).
@@ -411,13 +412,14 @@ def patch(root, location, changes, reads=ops.UNTRACKED, expected=None):
         raise NotAContainerError(ops.format_path(found.steps),
                                  f"it is not a dict or list, so PATCH has no children to "
                                  f"update; PUT replaces it")
-    targets = [(_patch_target(location, key), value) for key, value in changes.items()]
+    targets = [(patch_target(location, key), value) for key, value in changes.items()]
     _refuse_overlaps(location, [target for target, _ in targets])
     for target, value in targets:
         _put_found(root, target, walk(root, target), value)
 
 
-def _patch_target(location, key):
+def patch_target(location, key):
+    """The Location a PATCH body's key names below ``location`` (access.py checks it too)."""
     if isinstance(key, str):
         return location.child(key)
     segment = Segment("~" + json.dumps(export.encode(key)), nodes.exact_key(key))
@@ -603,12 +605,11 @@ class Service:
 
     def undo(self, user=None):
         """The note of the change undone (``undo: PUT /x.json``)."""
-        from . import undo as _undo
         return self.db._executor.database(lambda session: _undo.undo(session, user=user),
                                           _undo.refusal("undo"))
 
     def redo(self, user=None):
-        from . import undo as _undo
+        """The note of the change redone (``redo: PUT /x.json``)."""
         return self.db._executor.database(lambda session: _undo.redo(session, user=user),
                                           _undo.refusal("redo"))
 

@@ -130,7 +130,7 @@ def serve(args):
         logging.getLogger("zpydb.web").setLevel(logging.INFO)
     with connect(args.url, read_url=args.read_url, **options) as db:
         config = Config(tokens=tokens, max_body=args.max_body, threads=args.threads,
-                        loopback_only=tokens is None, port=port)
+                        loopback_only=tokens is None)
         app = make_app(db, config)
         scheme = "https" if args.tls_cert else "http"
         shown = f"[{host}]" if ":" in host else host

@@ -66,12 +66,11 @@ class Config:
     """What the app needs besides the database (all checked by the command first)."""
 
     def __init__(self, tokens=None, max_body=rest.DEFAULT_INLINE_LIMIT, threads=8,
-                 loopback_only=True, port=None):
+                 loopback_only=True):
         self.tokens = tokens
         self.max_body = max_body
         self.threads = threads
         self.loopback_only = loopback_only
-        self.port = port
 
 
 def make_app(db, config):
@@ -127,7 +126,7 @@ class _Handlers:
         location = rest.parse_location(request.scope.get("raw_path") or
                                        request.url.path.encode("utf-8"))
         token = self.identify(request)
-        options = _Options(request, location)
+        options = _Options(request, location, known=("shallow",))
         if request.method in ("GET", "HEAD"):
             access.require_read(token, location)
             document, tag = await self.work(self.service.get, location, options.shallow,
@@ -157,8 +156,9 @@ class _Handlers:
     async def _undo_redo(self, request, call, word):
         token = self.identify(request)
         access.require_write(token, rest.Location("/ (undo and redo change anything)", ()))
+        options = _Options(request)
         note = await self.work(call, token.name if token is not None else None)
-        return _json({word: note}, _Options(request))
+        return _json({word: note}, options)
 
     async def history(self, request):
         token = self.identify(request)
@@ -167,8 +167,9 @@ class _Handlers:
         if not text.isdigit() or not 0 <= int(text) <= HISTORY_MAX:
             raise errors.RequestError("/.history.json",
                                       f"n must be a whole number 0..{HISTORY_MAX}, not {text[:20]!r}")
+        options = _Options(request, known=("n",))
         entries = await self.work(self.service.history, int(text))
-        return _json(entries, _Options(request))
+        return _json(entries, options)
 
     async def console_page(self, request):
         return await self._console("index.html")
@@ -202,19 +203,24 @@ def _require_patch_children(token, location, body):
     if not isinstance(changes, dict) or not changes:
         raise errors.ForbiddenError(f"token {token.name!r} may not write {location.url}")
     for key in changes:
-        access.require_write(token, rest._patch_target(location, key))
+        access.require_write(token, rest.patch_target(location, key))
 
 
 class _Options:
-    """The query parameters and headers that shape an answer."""
+    """The query parameters and headers that shape an answer.
 
-    def __init__(self, request, location=None):
+    ``known``: the parameters the route takes besides auth and print (a typo
+    such as ``?shalow=true`` is a 400, not silently a full read).
+    """
+
+    def __init__(self, request, location=None, known=()):
         params = request.query_params
-        unknown = set(params) - {"auth", "print", "shallow", "n"}
+        known = {"auth", "print", *known}
+        unknown = set(params) - known
         if unknown:
             raise errors.RequestError(request.url.path, f"unknown query parameter(s): "
-                                      f"{', '.join(sorted(unknown))[:100]} (known: auth, "
-                                      f"print, shallow)")
+                                      f"{', '.join(sorted(unknown))[:100]} (known here: "
+                                      f"{', '.join(sorted(known))})")
         self.print = params.get("print")
         if self.print not in (None, "pretty", "silent"):
             raise errors.RequestError(request.url.path, f"print must be pretty or silent, "
@@ -294,8 +300,6 @@ class _Guard:
     refuses a write whose Origin is another site's (a cross-site form POST).
     """
 
-    LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]", "::1")
-
     def __init__(self, app, config):
         self.app, self.config = app, config
 
@@ -325,7 +329,7 @@ class _Guard:
 
     def _refusal(self, scope, headers):
         host = headers.get("host", "")
-        if self.config.loopback_only and _host_name(host) not in self.LOOPBACK_HOSTS:
+        if self.config.loopback_only and not _loopback_name(_host_name(host)):
             return _error(403, f"this server has no tokens and answers only requests to "
                                f"127.0.0.1, localhost or [::1], not Host {host[:80]!r}")
         origin = headers.get("origin")
@@ -335,6 +339,12 @@ class _Guard:
                 return _error(403, f"a write from another site (Origin {origin[:80]!r}) is "
                                    f"refused; the console at {scheme}://{host}/ may write")
         return None
+
+
+def _loopback_name(name):
+    """``localhost``, ``127.x.y.z`` or ``[::1]``: a name only this machine answers to."""
+    from . import is_loopback
+    return is_loopback(name[1:-1] if name.startswith("[") and name.endswith("]") else name)
 
 
 def _host_name(host):
