@@ -38,7 +38,9 @@ from tqdm import tqdm
 from . import nodes, ops
 from . import session as session_module
 from . import translate as translate_module
+from .bigdict import BigDict
 from .errors import Error
+from .nodes import MAX_DEPTH
 
 _HEX_INT = re.compile(r"-?0x[0-9a-f]+")
 
@@ -466,10 +468,11 @@ class Progress:
 def _plain_keys(node):
     """Are all keys str (and the dict not a one-key ``$`` dict that reads as a tag)?
 
-    An OOBTree's keys are mutually ordered, and str orders against nothing
-    else, so its smallest and largest keys tell (no pass over the keys).
+    A BTree's keys (OOBTree, BigDict) are mutually ordered, and str orders
+    against nothing else, so its smallest and largest keys tell (no pass over
+    the keys).
     """
-    if isinstance(node, OOBTree):
+    if isinstance(node, (OOBTree, BigDict)):
         if not node:
             return True
         low, high = node.minKey(), node.maxKey()
@@ -536,7 +539,53 @@ def import_json(db, stream, steps=(), progress=True, context=None):
     return json_import.import_json(db, stream, steps, progress, context)
 
 
-def _path(root, steps):
-    for step in steps:
-        root = root[step]
-    return root
+def parse_json(text, outcome="nothing was imported"):
+    """Strict JSON (no NaN, Infinity or 1e400) read whole; Error says what is wrong.
+
+    The same rules and messages as import's streaming reader (zpydb/json_events.py),
+    for a document small enough to hold.  ``text``: a str (callers decode bytes
+    themselves: JSON is UTF-8).
+    ``outcome`` ends every message (what the caller did not do).  The web
+    server (zpydb/rest.py) reads request bodies with it, so both accept the
+    same documents.
+    """
+    try:
+        return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+    except json.JSONDecodeError as exc:
+        raise Error(f"the input is not valid JSON: {exc}; {outcome}") from None
+    except _NotStrictJSON as exc:
+        raise Error(f"the input is not strict JSON: {exc}; {outcome}") from None
+    except RecursionError:
+        raise Error(f"the input nests arrays/objects deeper than zpydb stores "
+                    f"({MAX_DEPTH} levels); {outcome}") from None
+    except ValueError as exc:  # an integer literal past sys.get_int_max_str_digits()
+        raise Error(f"the input holds a number JSON cannot read here ({exc}); write it "
+                    f'as {{"$int": "0x..."}} (zpydb export does); {outcome}') from None
+
+
+class _NotStrictJSON(Exception):
+    pass
+
+
+def _refuse_constant(name):
+    """``NaN``/``Infinity`` are not JSON (Python's json reads them by default)."""
+    raise _NotStrictJSON(f"{name} is not a JSON value (export refuses it too)")
+
+
+def _finite_float(text):
+    number = float(text)
+    if number in (float("inf"), float("-inf")):
+        raise _NotStrictJSON(f"the number {text[:40]} is too large for a float")
+    return number
+
+
+def decode_document(document, context, outcome="nothing was imported"):
+    """:func:`decode` with errors that name the input's problem; nothing stored yet."""
+    try:
+        return decode(document, context)
+    except RecursionError:
+        raise Error(f"the input nests arrays/objects deeper than zpydb stores "
+                    f"({MAX_DEPTH} levels); {outcome}") from None
+    except (ValueError, TypeError) as exc:
+        raise Error(f"a tagged value ($bytes, $int, $tuple, $dict...) is malformed: "
+                    f"{exc}; {outcome}") from None
