@@ -1,0 +1,667 @@
+"""The change feed: ``db['cfg'].watch()`` yields every committed change under a path.
+
+    for change in db['cfg'].watch():        # blocks until the next change
+        change['id'], change['value'], change['patch']
+
+Each change is a dict: ``id`` (the transaction id, ``tid.hex()`` of ZODB's 8-byte
+tid), ``time``, ``user``, ``note`` and ``kind`` (as ``db.history()`` shows
+them), ``value`` (the path's new value, a plain copy; None when the
+transaction removed it, and then ``deleted`` is True) and ``patch`` (RFC 6902
+operations, relative to the path, that turn the previous value into this one:
+zpydb/diff.py).
+
+**What is delivered.**  A transaction is delivered when the path's value after
+it differs from the value before it (a missing path counts as a value of its
+own).  The watcher keeps the previous value and the set of records (oids) it
+was read from (``_read_at`` records every ``load`` of the read).  A
+transaction that changed none of those records cannot have changed the value
+and is passed over without reading anything; one that did is read at its own
+snapshot (``DB.open(before=tid + 1)``) and compared.  So every transaction is
+judged on its own, in commit order, and a value that changes and changes back
+yields two changes.
+
+**Where transaction ids come from, without polling.**  ZODB fans every
+invalidation out to the MVCC instances of its connections
+(``MVCCAdapter.invalidate``, called by ClientStorage's
+``invalidateTransaction`` for each transaction the ZEO server pushes, and
+``_invalidate_finish`` for a commit made in this process, undo included).  A
+watcher adds one more instance to that set (:class:`_Pushed`): it is told
+``(tid, oids)`` of every transaction and sleeps on a condition in between, so an
+idle watcher sends nothing to the server.  ZEO delivers the invalidations of
+every transaction, in order, while connected; this is what ZODB's own caches
+rely on, and a watcher relies on nothing more.  When the connection drops,
+ClientStorage calls ``invalidateCache`` after reconnecting (and invalidations
+seen while not connected may be merged): the watcher then reads the
+transaction log itself (``storage.iterator``) from the last transaction it
+judged up to the newest one, so a server restart or a dropped connection
+loses nothing.  RelStorage (PostgreSQL) pushes nothing: a watcher polls its own
+storage instance every ``poll_interval`` seconds (a connect option, 0.1 s by
+default; :class:`_Polled`), which answers with the oids changed since the last
+poll, and reads the log the same way when any of them matters.
+
+**Resuming.**  ``since=id`` starts after that transaction: the value at that
+point is read, and the log from there on is judged as above.  Because ids are
+delivered in commit order and each one exactly once, a consumer that records
+the last id it handled and passes it as ``since`` after a crash sees every
+change exactly once.
+
+**Ctrl-C and closing.**  Waiting for a change is an ordinary interruptible
+wait; judging a transaction runs inside ``interrupts.deferred()`` (a Ctrl-C
+lands after it, as for every statement: a FileStorage read cut half way can
+leave its file pool stuck).  An interrupted ``next()`` leaves the watcher
+consistent: calling it again goes on.  ``close()`` (or the end of a ``with``
+block, a timeout, or the watcher being garbage collected) removes its instance
+from ZODB's set.
+"""
+
+import collections
+import datetime
+import threading
+import time
+import weakref
+
+import transaction
+from persistent.TimeStamp import TimeStamp
+from ZEO.ClientStorage import ClientStorage
+from ZEO.Exceptions import ClientDisconnected
+from ZODB.POSException import POSKeyError, ReadConflictError
+from ZODB.utils import p64, u64, z64
+
+from . import errors, interrupts, nodes, ops
+from .diff import json_patch
+from .session import DATA_KEY, data_root
+from .translate import DISCONNECTS, describe_failure
+
+#: Exact per-transaction notices kept for a watcher that is not reading them;
+#: past this the watcher forgets them and reads the log instead (bounded memory).
+MAX_NOTICES = 10_000
+#: How long a watcher keeps retrying a storage that answers with an error that
+#: is not a disconnect (a FileStorage log read while another commit is being
+#: written can fail once) before it raises.
+RETRY_WINDOW = 30.0
+#: Longest sleep between two tries while the server is unreachable or a commit
+#: is being finished.
+MAX_BACKOFF = 0.5
+#: A watcher waiting for a change looks at whether its database was closed this
+#: often (a local flag, no request).
+CLOSED_CHECK = 1.0
+
+_ABSENT = object()  # the value of a path that does not exist
+
+
+def watch(executor, steps, since=None, timeout=None):
+    """``Path.watch``: a :class:`Watch` of ``steps`` (see the module docstring)."""
+    from .transactions import Autocommit  # transactions imports paths, which imports us lazily
+    if not isinstance(executor, Autocommit):
+        raise errors.BadArgumentError(
+            ops.format_path(steps),
+            "watch() works on the database, not inside a transaction block: a watcher "
+            "sees committed changes only; use db[...].watch()")
+    return Watch(executor.session, tuple(steps), since=since, timeout=timeout)
+
+
+def parse_id(text, expr="db"):
+    """A change id (16 hex digits, ``tid.hex()``) -> the 8-byte tid; BadArgumentError else."""
+    if isinstance(text, bytes) and len(text) == 8:
+        return text
+    if isinstance(text, str) and len(text) == 16:
+        try:
+            tid = bytes.fromhex(text)
+        except ValueError:
+            tid = None
+        if tid is not None and tid != z64:
+            return tid
+    raise errors.BadArgumentError(
+        expr, f"since must be a change id: the 16 hex digits of a change's 'id' (or of "
+              f"db.history()), not {nodes.short_repr(text, 60)}")
+
+
+def _check_timeout(timeout, expr):
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or \
+            not timeout >= 0 or timeout == float("inf"):
+        raise errors.BadArgumentError(
+            expr, f"timeout must be a number of seconds >= 0 or None, not "
+                  f"{nodes.short_repr(timeout, 40)}")
+    return float(timeout)
+
+
+def _next_tid(tid):
+    return p64(u64(tid) + 1)
+
+
+class Watch:
+    """An iterator over the changes under one path, from a point in the log on.
+
+    ``next()`` blocks until the next change (or ``timeout`` idle seconds, then
+    the iteration ends).  ``close()`` or ``with`` ends it; see the module
+    docstring for what is delivered and how.
+    """
+
+    def __init__(self, session, steps, since=None, timeout=None):
+        self._session = session
+        self._steps = steps
+        self._expr = ops.format_path(steps)
+        self._timeout = _check_timeout(timeout, self._expr)
+        start = None if since is None else parse_id(since, self._expr)
+        session._check_open()
+        self._db = session.db
+        self._storage = self._db.storage
+        if not hasattr(self._storage, "iterator"):
+            raise errors.Error(
+                f"{session.name} keeps no transaction log to watch (demo storages have "
+                f"none); use a file, ZEO, memory:// or PostgreSQL database")
+        self._events = collections.deque()
+        self._closed = False
+        self._failures = _Failures()
+        poll_interval = session.options.poll_interval
+        source = (_Polled(self._storage, poll_interval) if _is_mvcc_storage(self._db)
+                  else _Pushed(self._db))
+        self._source = source
+        self._finalizer = weakref.finalize(self, source.close)
+        try:
+            with interrupts.deferred():
+                self._start(start)
+        except BaseException:
+            self.close()
+            raise
+
+    # -- the iterator protocol ---------------------------------------------------
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        deadline = None if self._timeout is None else time.monotonic() + self._timeout
+        try:
+            while not self._events:
+                if self._closed:
+                    raise StopIteration
+                work = self._source.wait(deadline, self._session)
+                if work is None:  # ``timeout`` idle seconds without a change
+                    self.close()
+                    raise StopIteration
+                with interrupts.deferred():
+                    pause = self._judge(work)
+                if pause:
+                    if deadline is not None:
+                        pause = min(pause, max(0.0, deadline - time.monotonic()))
+                    time.sleep(pause)
+        except errors.Error:
+            self.close()  # the database was closed, or history is gone: nothing to go on with
+            raise
+        return self._events.popleft()
+
+    def close(self):
+        """Stop watching: later ``next()`` calls end the iteration at once."""
+        self._closed = True
+        self._events.clear()
+        self._finalizer()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+        return False
+
+    def __repr__(self):
+        state = "closed" if self._closed else f"after {self._tid.hex()}"
+        return f"<zpydb.Watch {self._expr} {state}>"
+
+    # -- the starting point -------------------------------------------------------
+    def _start(self, since):
+        """Fix the point the feed starts after, and the value there."""
+        try:
+            with self._storage_errors():
+                if since is None:
+                    since = self._source.now(self._session)
+                else:
+                    self._check_exists(since)
+                    self._source.catch_up()  # read the log from there at the first next()
+                self._tid = since
+                self._value, self._deps = self._read_at(since)
+        except _Retry as retry:
+            raise errors.DisconnectedError(
+                f"{self._session.name}: cannot start watching {self._expr}: "
+                f"{retry.reason}") from None
+
+    def _check_exists(self, tid):
+        """A ``since`` that names no transaction is refused: a typo must not start anywhere."""
+        for info in self._transactions(tid, tid):
+            if info.tid == tid:
+                return
+        raise errors.BadArgumentError(
+            self._expr, f"since={tid.hex()!r}: no change with this id in {self._session.name} "
+                        f"(a typo, another database, or history removed by a pack)")
+
+    # -- judging transactions -------------------------------------------------------
+    def _judge(self, work):
+        """Judge the transactions ``work`` announces.  Returns 0, or after a storage
+        failure the seconds to wait before trying again (the work is kept)."""
+        try:
+            with self._storage_errors():
+                if work.span is not None:
+                    self._judge_span(*work.span)
+                for tid, oids in work.exact:
+                    if tid > self._tid:
+                        self._judge_one(tid, oids)
+        except _Retry as retry:
+            self._source.give_back(work)
+            return self._failures.back_off(retry, self._session.name)
+        except BaseException:  # Ctrl-C while waiting for the server: read the log next time
+            self._source.give_back(work)
+            raise
+        self._failures.clear()
+        return 0
+
+    def _judge_span(self, target, oids):
+        """Every transaction up to ``target``: skipped at once when ``oids`` (all the
+        records they changed, or None: unknown) misses the value, else read from the log."""
+        if target <= self._tid:
+            return
+        if oids is not None and self._deps.isdisjoint(oids):
+            self._tid = target
+            return
+        for info in self._transactions(_next_tid(self._tid), target):
+            if info.tid > self._tid:
+                self._judge_one(info.tid, {record.oid for record in info}, info)
+        if self._tid < target:  # the log does not reach the newest id yet (being written)
+            raise _Retry(f"the transaction log ends before {target.hex()}")
+
+    def _judge_one(self, tid, oids, info=None):
+        """One transaction: a change when the value after it differs from the one before."""
+        if not self._deps.isdisjoint(oids):
+            value, deps = self._read_at(tid)
+            if not _same(value, self._value):
+                info = info if info is not None else self._info(tid)
+                self._events.append(_change(info, tid, self._value, value))
+            self._value, self._deps = value, deps
+        self._tid = tid
+
+    def _info(self, tid):
+        """The log entry of ``tid`` (user, note, extension)."""
+        for info in self._transactions(tid, tid):
+            if info.tid == tid:
+                return info
+        raise _Retry(f"transaction {tid.hex()} is not in the log yet")
+
+    def _transactions(self, start, stop):
+        """``storage.iterator(start, stop)``, run to its end (a ZEO server frees its iterator)."""
+        iterator = self._storage.iterator(start, stop)
+        try:
+            for info in iterator:
+                if stop is not None and info.tid > stop:
+                    break
+                yield info
+        finally:
+            close = getattr(iterator, "close", None)
+            if close is not None:
+                close()
+
+    def _read_at(self, tid):
+        """(the value just after transaction ``tid``, the oids it was read from)."""
+        conn = self._db.open(transaction_manager=transaction.TransactionManager(),
+                             before=_next_tid(tid))
+        try:
+            conn.cacheMinimize()  # a pooled connection: every record is loaded (and seen) again
+            with _recording_loads(conn._storage) as loaded:
+                try:
+                    node = ops.traverse(data_root(conn), self._steps)
+                    value = nodes.to_plain(node)
+                except (errors.KeyNotFoundError, errors.BadIndexError,
+                        errors.NotAContainerError):
+                    value = _ABSENT
+            return value, frozenset(loaded)
+        finally:
+            conn.cacheMinimize()
+            conn.close()
+
+    def _storage_errors(self):
+        return _StorageErrors(self)
+
+
+class _StorageErrors:
+    """Storage failures while judging -> retry later (disconnects, a log being written)
+    or a zpydb error (history gone)."""
+
+    def __init__(self, watch):
+        self.watch = watch
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc is None or isinstance(exc, (errors.Error, _Retry)):
+            return False
+        name = self.watch._session.name
+        if isinstance(exc, (POSKeyError, ReadConflictError)):
+            raise errors.Error(
+                f"{name}: the history {self.watch._expr} needs for watching was removed "
+                f"by a pack ({describe_failure(exc)}); watch again without since") from None
+        if isinstance(exc, DISCONNECTS):
+            raise _Retry(describe_failure(exc), disconnected=True) from None
+        if isinstance(exc, Exception):  # a log read racing a commit: ValueError, ServerException
+            raise _Retry(describe_failure(exc)) from None
+        return False
+
+
+class _Retry(Exception):
+    """Judging could not finish now; the work is kept and tried again."""
+
+    def __init__(self, reason, disconnected=False):
+        super().__init__(reason)
+        self.reason = reason
+        self.disconnected = disconnected
+
+
+class _Failures:
+    """Back-off between retries.  A server that is away is waited for (the client
+    reconnects by itself); any other failure that lasts RETRY_WINDOW is raised."""
+
+    def __init__(self):
+        self.first = None
+        self.count = 0
+
+    def clear(self):
+        self.first, self.count = None, 0
+
+    def back_off(self, retry, name):
+        now = time.monotonic()
+        self.count += 1
+        if retry.disconnected:
+            self.first = None
+        else:
+            self.first = now if self.first is None else self.first
+            if now - self.first > RETRY_WINDOW:
+                raise errors.Error(f"{name}: watching failed for {now - self.first:.0f} s: "
+                                   f"{retry.reason}")
+        return min(MAX_BACKOFF, 0.001 * 2 ** min(self.count, 10))
+
+
+class _recording_loads:
+    """Record the oid of every record a (historical) connection loads."""
+
+    _NONE = object()
+
+    def __init__(self, storage):
+        self.storage = storage
+        self.loaded = set()
+        self.saved = self._NONE
+
+    def __enter__(self):
+        self.saved = self.storage.__dict__.get("load", self._NONE)
+        load = self.storage.load
+        loaded = self.loaded
+
+        def recording_load(oid, *args):
+            loaded.add(oid)
+            return load(oid, *args)
+
+        self.storage.load = recording_load
+        return loaded
+
+    def __exit__(self, *exc_info):
+        if self.saved is self._NONE:
+            del self.storage.load
+        else:
+            self.storage.load = self.saved
+        return False
+
+
+def _same(a, b):
+    """Equal values of equal types, all the way down (1, 1.0 and True differ; NaN is NaN).
+
+    Plain copies of stored dicts list their keys in sorted order, so equal
+    dicts list them alike.  Not recursive: old data may nest deeper than
+    Python's recursion limit.
+    """
+    stack = [(a, b)]
+    while stack:
+        a, b = stack.pop()
+        if a is b:
+            continue
+        if type(a) is not type(b):
+            return False
+        if isinstance(a, dict):
+            if len(a) != len(b):
+                return False
+            for (ka, va), (kb, vb) in zip(a.items(), b.items()):
+                stack.append((ka, kb))
+                stack.append((va, vb))
+        elif isinstance(a, (list, tuple)):
+            if len(a) != len(b):
+                return False
+            stack.extend(zip(a, b))
+        elif isinstance(a, float):
+            if not (a == b or (a != a and b != b)):
+                return False
+        else:
+            try:
+                if not a == b:
+                    return False
+            except Exception:
+                return False
+    return True
+
+
+def _text(value):
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value or "")
+
+
+def _change(info, tid, old, new):
+    """The change dict of transaction ``tid`` (``info``: its log entry)."""
+    extension = getattr(info, "extension", None) or {}
+    before = None if old is _ABSENT else old
+    after = None if new is _ABSENT else new
+    return {
+        "id": tid.hex(),
+        "time": datetime.datetime.fromtimestamp(TimeStamp(tid).timeTime()),
+        "user": _text(info.user).lstrip("/ ").strip(),
+        "note": _text(info.description),
+        "kind": extension.get(DATA_KEY),
+        "deleted": new is _ABSENT,
+        "value": after,
+        "patch": json_patch(before, after),
+    }
+
+
+def _is_mvcc_storage(db):
+    """RelStorage is its own MVCC layer: ZODB gives it no invalidations to listen to."""
+    return db._mvcc_storage is db.storage
+
+
+# -- where the news comes from ---------------------------------------------------------
+
+class _Work:
+    """Transactions to judge: ``span`` (target tid, oids or None) covers every transaction
+    up to target; ``exact`` lists single transactions ``(tid, oids)`` after it, in order."""
+
+    __slots__ = ("span", "exact")
+
+    def __init__(self, span, exact):
+        self.span = span
+        self.exact = exact
+
+
+class _Pushed:
+    """ZODB's invalidations (ZEO, FileStorage, MappingStorage), as one more MVCC instance.
+
+    ``_invalidate`` and ``_invalidateCache`` are the two calls
+    ``ZODB.mvccadapter.MVCCAdapter`` makes on each of its instances; they run on
+    ZEO's network thread or in the committing thread, so they only record and
+    wake the watcher.
+    """
+
+    def __init__(self, db):
+        self._adapter = db._mvcc_storage
+        self._storage = db.storage
+        self._zeo = isinstance(self._storage, ClientStorage)
+        self._cond = threading.Condition()
+        self._exact = []        # [(tid, frozenset(oids))], one per transaction
+        self._span = None       # (newest tid, None): read the log up to there
+        self._closed = False
+        with self._adapter._lock:
+            self._adapter._instances.add(self)
+
+    # called by ZODB ---------------------------------------------------------------
+    def _invalidate(self, tid, oids):
+        exact = not self._zeo or self._storage.is_connected()
+        with self._cond:
+            if exact and len(self._exact) < MAX_NOTICES:
+                self._exact.append((tid, frozenset(oids)))
+            else:  # merged while reconnecting, or too many unread: read the log instead
+                self._forget(tid)
+            self._cond.notify_all()
+
+    def _invalidateCache(self):
+        with self._cond:
+            self._forget(z64)
+            self._cond.notify_all()
+
+    def _forget(self, tid):
+        newest = max([tid] + [t for t, _ in self._exact] +
+                     ([self._span[0]] if self._span else []))
+        self._exact = []
+        self._span = (newest, None)
+
+    # called by the watcher --------------------------------------------------------
+    def now(self, session):
+        """The newest committed tid; with ZEO's fresh reads, after a round trip to the
+        server, so it covers every write acknowledged before the watch started."""
+        sync = getattr(self._storage, "sync", None)
+        if self._zeo and session.options.fresh_reads and sync is not None:
+            sync()
+        return self._storage.lastTransaction()
+
+    def catch_up(self):
+        with self._cond:
+            self._forget(z64)
+
+    def wait(self, deadline, session):
+        """The next work, or None once ``deadline`` passed with nothing to do."""
+        with self._cond:
+            while True:
+                session._check_open()
+                if self._span is not None or self._exact:
+                    work = self._take()
+                    if work is not None:
+                        return work
+                    delay = 0.001  # a commit of this process is being finished
+                else:
+                    delay = CLOSED_CHECK
+                if deadline is not None:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return None
+                    delay = min(delay, left)
+                self._cond.wait(delay)
+
+    def _take(self):
+        """What may be judged now: only transactions the storage has finished.
+
+        An embedded FileStorage tells its instances *before* it marks the
+        transaction committed; ``lastTransaction()`` waits for that (it takes the
+        storage's lock, held until the commit is done).  ZEO's answer is local.
+        """
+        self._cond.release()
+        try:
+            last = self._storage.lastTransaction()
+        finally:
+            self._cond.acquire()
+        span = None
+        if self._span is not None:
+            span = (max(self._span[0], last), None)
+            self._span = None
+        ready = [item for item in self._exact if item[0] <= last]
+        self._exact = [item for item in self._exact if item[0] > last]
+        if span is None and not ready:
+            return None
+        ready.sort(key=lambda item: item[0])
+        return _Work(span, ready)
+
+    def give_back(self, work):
+        with self._cond:
+            newest = max([t for t, _ in work.exact] + ([work.span[0]] if work.span else [z64]))
+            self._forget(newest)
+
+    def close(self):
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            with self._adapter._lock:
+                self._adapter._instances.discard(self)
+        except AttributeError:  # the database was closed: ZODB dropped the set
+            pass
+
+
+class _Polled:
+    """RelStorage: one storage instance polled every ``interval`` seconds.
+
+    ``poll_invalidations()`` is what a RelStorage connection calls at each
+    transaction start: one query answering with the oids changed since the
+    previous poll (None when it cannot tell), and ``lastTransaction()`` the
+    newest tid it saw.
+    """
+
+    def __init__(self, storage, interval):
+        self._instance = storage.new_instance()
+        self._interval = interval
+        self._seen = z64          # the newest tid handed out
+        self._unknown = False     # the next poll must read the log (since=, a failure)
+        self._next_poll = 0.0
+        self._closed = False
+
+    def now(self, session):
+        self._instance.poll_invalidations()
+        self._seen = self._instance.lastTransaction()
+        self._next_poll = time.monotonic() + self._interval
+        return self._seen
+
+    def catch_up(self):
+        self._unknown = True
+        self._next_poll = 0.0
+
+    def wait(self, deadline, session):
+        while True:
+            session._check_open()
+            now = time.monotonic()
+            if now >= self._next_poll:
+                work = self._poll()
+                if work is not None:
+                    return work
+                continue
+            if deadline is not None and now >= deadline:
+                return None
+            wake = min(self._next_poll, now + CLOSED_CHECK)
+            if deadline is not None:
+                wake = min(wake, deadline)
+            time.sleep(max(0.0, wake - now))
+
+    def _poll(self):
+        self._next_poll = time.monotonic() + self._interval
+        try:
+            oids = self._instance.poll_invalidations()
+            last = self._instance.lastTransaction()
+        except DISCONNECTS:
+            self._unknown = True  # PostgreSQL is away: read the log once it answers
+            return None
+        unknown = self._unknown or oids is None
+        if last <= self._seen and not unknown:
+            return None
+        self._seen = max(last, self._seen)
+        self._unknown = False
+        return _Work((self._seen, None if unknown else frozenset(oids)), [])
+
+    def give_back(self, work):
+        self.catch_up()
+
+    def close(self):
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._instance.release()
+        except Exception:  # a broken connection is dropped either way
+            pass
