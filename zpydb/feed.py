@@ -69,6 +69,7 @@ from ZODB.utils import p64, u64, z64
 
 from . import errors, interrupts, nodes, ops
 from .diff import json_patch
+from .export import encode
 from .session import DATA_KEY, data_root
 from .translate import DISCONNECTS, describe_failure
 
@@ -301,8 +302,7 @@ class Watch:
 
     def _read_at(self, tid):
         """(the value just after transaction ``tid``, the oids it was read from)."""
-        conn = self._db.open(transaction_manager=transaction.TransactionManager(),
-                             before=_next_tid(tid))
+        conn = _open_before(self._db, _next_tid(tid))
         try:
             conn.cacheMinimize()  # a pooled connection: every record is loaded (and seen) again
             with _recording_loads(conn._storage) as loaded:
@@ -464,6 +464,34 @@ def _change(info, tid, old, new):
         "value": after,
         "patch": json_patch(before, after),
     }
+
+
+def _open_before(db, before):
+    """``DB.open(before=...)``: a read-only connection on the state before ``before``.
+
+    On RelStorage, DB.open's own path without its "in the future" check: ZODB
+    compares ``before`` with ``DB.lastTransaction()``, which RelStorage's main
+    storage answers from its own last poll, and nothing polls it (connections
+    poll their own instances), so a transaction the watcher's poller just saw
+    would be refused.
+    """
+    tm = transaction.TransactionManager()
+    if not _is_mvcc_storage(db):
+        return db.open(transaction_manager=tm, before=before)
+    with db._lock:
+        conn = db.historical_pool.pop(before)
+        if conn is None:
+            db.historical_pool.push(db.klass(db, db._historical_cache_size, before,
+                                             db._historical_cache_size_bytes), before)
+            conn = db.historical_pool.pop(before)
+    conn.open(tm)
+    return conn
+
+
+def change_json(change):
+    """A change as JSON-ready data (``zpydb watch``): ``time`` in ISO 8601, ``value``
+    in zpydb's JSON form (export.py; ``patch`` already is)."""
+    return {**change, "time": change["time"].isoformat(), "value": encode(change["value"])}
 
 
 def _is_mvcc_storage(db):
