@@ -570,6 +570,8 @@ class _Pushed:
         """The next work, or None once ``deadline`` passed with nothing to do."""
         with self._cond:
             while True:
+                if self._closed:
+                    return None
                 session._check_open()
                 if self._span is not None or self._exact:
                     work = self._take()
@@ -614,9 +616,11 @@ class _Pushed:
             self._forget(newest)
 
     def close(self):
-        if self._closed:
-            return
-        self._closed = True
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+            self._cond.notify_all()  # a watcher waiting in another thread ends
         try:
             with self._adapter._lock:
                 self._adapter._instances.discard(self)
@@ -640,12 +644,14 @@ class _Polled:
         self._unknown = False     # the next poll must read the log (since=, a failure)
         self._next_poll = 0.0
         self._closed = False
+        self._lock = threading.Lock()  # close() from another thread waits for a poll
 
     def now(self, session):
-        self._instance.poll_invalidations()
-        self._seen = self._instance.lastTransaction()
-        self._next_poll = time.monotonic() + self._interval
-        return self._seen
+        with self._lock:
+            self._instance.poll_invalidations()
+            self._seen = self._instance.lastTransaction()
+            self._next_poll = time.monotonic() + self._interval
+            return self._seen
 
     def catch_up(self):
         self._unknown = True
@@ -653,6 +659,8 @@ class _Polled:
 
     def wait(self, deadline, session):
         while True:
+            if self._closed:
+                return None
             session._check_open()
             now = time.monotonic()
             if now >= self._next_poll:
@@ -670,8 +678,11 @@ class _Polled:
     def _poll(self):
         self._next_poll = time.monotonic() + self._interval
         try:
-            oids = self._instance.poll_invalidations()
-            last = self._instance.lastTransaction()
+            with self._lock:
+                if self._closed:
+                    return None
+                oids = self._instance.poll_invalidations()
+                last = self._instance.lastTransaction()
         except DISCONNECTS:
             self._unknown = True  # PostgreSQL is away: read the log once it answers
             return None
@@ -686,10 +697,11 @@ class _Polled:
         self.catch_up()
 
     def close(self):
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            self._instance.release()
-        except Exception:  # a broken connection is dropped either way
-            pass
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            try:
+                self._instance.release()
+            except Exception:  # a broken connection is dropped either way
+                pass
