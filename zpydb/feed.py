@@ -153,6 +153,7 @@ class Watch:
             raise errors.Error(
                 f"{session.name} keeps no transaction log to watch (demo storages have "
                 f"none); use a file, ZEO, memory:// or PostgreSQL database")
+        self._memo = _memo_of(self._db)
         self._events = collections.deque()
         self._closed = False
         self._failures = _Failures()
@@ -273,22 +274,24 @@ class Watch:
     def _judge_one(self, tid, oids, info=None):
         """One transaction: a change when the value after it differs from the one before."""
         if not self._deps.isdisjoint(oids):
-            value, deps = self._read_at(tid)
+            value, deps = self._memo.get(("read", self._expr, tid), lambda: self._read_at(tid))
             if not _same(value, self._value):
-                info = info if info is not None else self._info(tid)
+                if info is None:
+                    info = self._memo.get(("info", tid), lambda: self._info(tid))
                 self._events.append(_change(info, tid, self._value, value))
             self._value, self._deps = value, deps
         self._tid = tid
 
     def _info(self, tid):
-        """The log entry of ``tid`` (user, note, extension)."""
+        """The log entry of ``tid``: its user, note and extension."""
         for info in self._transactions(tid, tid):
             if info.tid == tid:
-                return info
+                return _Info(info)
         raise _Retry(f"transaction {tid.hex()} is not in the log yet")
 
     def _transactions(self, start, stop):
-        """``storage.iterator(start, stop)``, run to its end (a ZEO server frees its iterator)."""
+        """``storage.iterator(start, stop)`` (a ZEO server frees an iterator left early
+        when the client's copy is collected)."""
         iterator = self._storage.iterator(start, stop)
         try:
             for info in iterator:
@@ -301,7 +304,11 @@ class Watch:
                 close()
 
     def _read_at(self, tid):
-        """(the value just after transaction ``tid``, the oids it was read from)."""
+        """(the value just after transaction ``tid``, the oids it was read from).
+
+        The value is shared with the other watchers of this path in this process
+        (``_memo``): it is never changed, and each change hands out its own copy.
+        """
         conn = _open_before(self._db, _next_tid(tid))
         try:
             conn.cacheMinimize()  # a pooled connection: every record is loaded (and seen) again
@@ -409,6 +416,86 @@ class _recording_loads:
         return False
 
 
+class _Info:
+    """What a change shows of its log entry (not the storage's record, which may hold
+    a ZEO iterator)."""
+
+    __slots__ = ("user", "description", "extension")
+
+    def __init__(self, info):
+        self.user = info.user
+        self.description = info.description
+        self.extension = dict(getattr(info, "extension", None) or {})
+
+
+class _Memo:
+    """Reads and log entries of the last few transactions, shared by the watchers of one
+    ``ZODB.DB``: 50 watchers of one path in a process read each change once.
+
+    The first watcher to ask for a key computes it; the others wait for its result
+    (or compute it themselves if it failed).
+    """
+
+    SIZE = 16
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._done = collections.OrderedDict()
+        self._running = {}
+
+    def get(self, key, compute):
+        with self._lock:
+            if key in self._done:
+                self._done.move_to_end(key)
+                return self._done[key]
+            running = self._running.get(key)
+            if running is None:
+                self._running[key] = threading.Event()
+        if running is not None:
+            running.wait(RETRY_WINDOW)
+            with self._lock:
+                if key in self._done:
+                    return self._done[key]
+            return compute()
+        try:
+            result = compute()
+            with self._lock:
+                self._done[key] = result
+                while len(self._done) > self.SIZE:
+                    self._done.popitem(last=False)
+            return result
+        finally:
+            with self._lock:
+                self._running.pop(key).set()
+
+
+_memos = weakref.WeakKeyDictionary()
+_memos_lock = threading.Lock()
+
+
+def _memo_of(db):
+    with _memos_lock:
+        memo = _memos.get(db)
+        if memo is None:
+            memo = _memos[db] = _Memo()
+        return memo
+
+
+def _copy(value, depth=0):
+    """A copy of a plain value that shares nothing mutable with it (dicts, lists;
+    tuples are rebuilt as they may hold either).  Past MAX_DEPTH levels (old data
+    may nest deeper than Python recurses) nodes.py's non-recursive copy goes on."""
+    if depth > nodes.MAX_DEPTH:
+        return nodes._to_plain_deep(value)
+    if isinstance(value, dict):
+        return {key: _copy(item, depth + 1) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_copy(item, depth + 1) for item in value]
+    if isinstance(value, tuple):
+        return tuple([_copy(item, depth + 1) for item in value])
+    return value
+
+
 def _same(a, b):
     """Equal values of equal types, all the way down (1, 1.0 and True differ; NaN is NaN).
 
@@ -451,7 +538,7 @@ def _text(value):
 
 def _change(info, tid, old, new):
     """The change dict of transaction ``tid`` (``info``: its log entry)."""
-    extension = getattr(info, "extension", None) or {}
+    extension = info.extension or {}
     before = None if old is _ABSENT else old
     after = None if new is _ABSENT else new
     return {
@@ -461,7 +548,7 @@ def _change(info, tid, old, new):
         "note": _text(info.description),
         "kind": extension.get(DATA_KEY),
         "deleted": new is _ABSENT,
-        "value": after,
+        "value": _copy(after),
         "patch": json_patch(before, after),
     }
 
