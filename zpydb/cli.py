@@ -278,7 +278,6 @@ def check_arguments(args):
             raise UsageError(f"--days must be a number of days >= 0, not {args.days:g}")
     elif command == "watch":
         args.url, args.path = split_watch_arguments(args.where)
-        check_database(args.url, may_create=False)
         if args.since is not None:
             try:
                 feed.parse_id(args.since)
@@ -288,6 +287,7 @@ def check_arguments(args):
         if args.timeout is not None and not 0 <= args.timeout < float("inf"):
             raise UsageError(f"--timeout must be a number of seconds >= 0, not "
                              f"{args.timeout:g}")
+        check_database(args.url, may_create=False)
     elif command == "serve":
         if args.config:
             check_input_file(args.config, "--config file")
