@@ -36,19 +36,25 @@ from .common import REPO, percentile, ratio_of
 
 GAP = 0.03               # seconds between two latency writes
 LATENCY_TARGET_MS = 20.0
-SIZES = {  # mode -> (latency events, (watchers, processes) runs, loss statements, restarts)
-    "smoke": (10, [(1, 1), (5, 1)], 60, 1),
-    "quick": (100, [(1, 1), (50, 10)], 10_000, 5),
-    "full": (300, [(1, 1), (50, 10)], 10_000, 5),
+SIZES = {  # mode -> (latency events, (watchers, processes) runs, loss statements, restarts,
+           #          PostgreSQL too)
+    "smoke": (5, [(1, 1)], 20, 1, False),
+    "quick": (100, [(1, 1), (50, 10)], 10_000, 5, True),
+    "full": (300, [(1, 1), (50, 10)], 10_000, 5, True),
 }
 
 
+def ticks(mode, env):
+    events, runs, statements, restarts, with_pg = SIZES[mode.name]
+    return len(runs) * (2 if env.pg_url and with_pg else 1) + 1
+
+
 def wa(env, mode, progress):
-    events, runs, statements, restarts = SIZES[mode.name]
+    events, runs, statements, restarts, with_pg = SIZES[mode.name]
     rows, ratios = [], []
     backends = [("zeo", env.zeo.url)]
     pg = None
-    if env.pg_url:
+    if env.pg_url and with_pg:
         # 50 pollers plus their reads need more connections than the shared cluster allows
         from devservers.pg import PostgresCluster
         from .common import DURABLE_PG

@@ -182,6 +182,26 @@ def test_a_watcher_ignores_changes_elsewhere_and_sees_deep_ones(db):
     assert shift["value"] == 2 and shift["note"] == "db['a']['b']['c'].insert(0, 0)"
 
 
+def test_a_watcher_far_behind_goes_through_the_log_in_bounded_steps(db, monkeypatch):
+    """since= an old id: at most MAX_QUEUED changes are held, the rest read as consumed."""
+    monkeypatch.setattr(feed, "MAX_QUEUED", 7)
+    db["n"] = -1
+    since = last_tid(db)
+    for i in range(40):
+        db["n"] = i
+        db["m"] = i
+    watch = db["n"].watch(since=since, timeout=10)
+    first = next(watch)
+    assert first["value"] == 0 and len(watch._events) < 7  # not all 40 at once
+    rest = []
+    for change in watch:
+        rest.append(change["value"])
+        if change["value"] == 39:
+            break
+    assert rest == list(range(1, 40))
+    watch.close()
+
+
 def test_timeout_ends_an_idle_watch(db):
     watch = db["quiet"].watch(timeout=0.5)
     started = time.monotonic()

@@ -63,7 +63,6 @@ import weakref
 import transaction
 from persistent.TimeStamp import TimeStamp
 from ZEO.ClientStorage import ClientStorage
-from ZEO.Exceptions import ClientDisconnected
 from ZODB.POSException import POSKeyError, ReadConflictError
 from ZODB.utils import p64, u64, z64
 
@@ -76,6 +75,8 @@ from .translate import DISCONNECTS, describe_failure
 #: Exact per-transaction notices kept for a watcher that is not reading them;
 #: past this the watcher forgets them and reads the log instead (bounded memory).
 MAX_NOTICES = 10_000
+#: Changes a watcher makes ready before handing them out (see Watch._judge).
+MAX_QUEUED = 100
 #: How long a watcher keeps retrying a storage that answers with an error that
 #: is not a disconnect (a FileStorage log read while another commit is being
 #: written can fail once) before it raises.
@@ -153,6 +154,7 @@ class Watch:
             raise errors.Error(
                 f"{session.name} keeps no transaction log to watch (demo storages have "
                 f"none); use a file, ZEO, memory:// or PostgreSQL database")
+        self._tid = z64
         self._memo = _memo_of(self._db)
         self._events = collections.deque()
         self._closed = False
@@ -240,36 +242,49 @@ class Watch:
     # -- judging transactions -------------------------------------------------------
     def _judge(self, work):
         """Judge the transactions ``work`` announces.  Returns 0, or after a storage
-        failure the seconds to wait before trying again (the work is kept)."""
+        failure the seconds to wait before trying again (the work is kept).
+
+        At most MAX_QUEUED changes are made ready at a time: a watcher far behind
+        (``since=`` an old id) goes on through the log as they are consumed,
+        instead of holding every change in memory.
+        """
         try:
             with self._storage_errors():
-                if work.span is not None:
-                    self._judge_span(*work.span)
+                done = work.span is None or self._judge_span(*work.span)
                 for tid, oids in work.exact:
+                    if not done:
+                        break
                     if tid > self._tid:
                         self._judge_one(tid, oids)
+                        done = len(self._events) < MAX_QUEUED
         except _Retry as retry:
             self._source.give_back(work)
             return self._failures.back_off(retry, self._session.name)
         except BaseException:  # Ctrl-C while waiting for the server: read the log next time
             self._source.give_back(work)
             raise
+        if not done:
+            self._source.give_back(work)  # the rest: from the log, once these are consumed
         self._failures.clear()
         return 0
 
     def _judge_span(self, target, oids):
         """Every transaction up to ``target``: skipped at once when ``oids`` (all the
-        records they changed, or None: unknown) misses the value, else read from the log."""
+        records they changed, or None: unknown) misses the value, else read from the
+        log.  False when it stopped early with MAX_QUEUED changes ready."""
         if target <= self._tid:
-            return
+            return True
         if oids is not None and self._deps.isdisjoint(oids):
             self._tid = target
-            return
+            return True
         for info in self._transactions(_next_tid(self._tid), target):
             if info.tid > self._tid:
                 self._judge_one(info.tid, {record.oid for record in info}, info)
+                if len(self._events) >= MAX_QUEUED:
+                    return self._tid >= target
         if self._tid < target:  # the log does not reach the newest id yet (being written)
             raise _Retry(f"the transaction log ends before {target.hex()}")
+        return True
 
     def _judge_one(self, tid, oids, info=None):
         """One transaction: a change when the value after it differs from the one before."""
