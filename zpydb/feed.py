@@ -150,18 +150,28 @@ class Watch:
         session._check_open()
         self._db = session.db
         self._storage = self._db.storage
-        if not hasattr(self._storage, "iterator"):
+        if not hasattr(self._storage, "iterator") or \
+                getattr(self._storage, "keep_history", True) is False:
             raise errors.Error(
-                f"{session.name} keeps no transaction log to watch (demo storages have "
-                f"none); use a file, ZEO, memory:// or PostgreSQL database")
+                f"{session.name} keeps no transaction history to watch (demo storages and "
+                f"history-free RelStorage have none); use a file, ZEO, memory:// or "
+                f"history-preserving PostgreSQL database")
         self._tid = z64
+        self._deps = frozenset()  # until the starting value is read (a poller may ask)
         self._memo = _memo_of(self._db)
         self._events = collections.deque()
         self._closed = False
         self._failures = _Failures()
-        poll_interval = session.options.poll_interval
-        source = (_Polled(self._storage, poll_interval) if _is_mvcc_storage(self._db)
-                  else _Pushed(self._db))
+        if _is_mvcc_storage(self._db):
+            me = weakref.ref(self)  # the hub must not keep a dropped watcher alive
+
+            def interested(oids):
+                watch = me()
+                return watch is not None and not watch._deps.isdisjoint(oids)
+
+            source = _Polled(self._db, session.options.poll_interval, interested)
+        else:
+            source = _Pushed(self._db)
         self._source = source
         self._finalizer = weakref.finalize(self, source.close)
         try:
@@ -326,18 +336,19 @@ class Watch:
         """
         conn = _open_before(self._db, _next_tid(tid))
         try:
-            conn.cacheMinimize()  # a pooled connection: every record is loaded (and seen) again
-            with _recording_loads(conn._storage) as loaded:
-                try:
-                    node = ops.traverse(data_root(conn), self._steps)
-                    value = nodes.to_plain(node)
-                except (errors.KeyNotFoundError, errors.BadIndexError,
-                        errors.NotAContainerError):
-                    value = _ABSENT
-            return value, frozenset(loaded)
+            return self._read_on(conn)
         finally:
-            conn.cacheMinimize()
-            conn.close()
+            _discard(conn)
+
+    def _read_on(self, conn):
+        conn.cacheMinimize()  # every record is loaded (and seen) again, not taken from the cache
+        with _recording_loads(conn._storage) as loaded:
+            try:
+                node = ops.traverse(data_root(conn), self._steps)
+                value = nodes.to_plain(node)
+            except (errors.KeyNotFoundError, errors.BadIndexError, errors.NotAContainerError):
+                value = _ABSENT
+        return value, frozenset(loaded)
 
     def _storage_errors(self):
         return _StorageErrors(self)
@@ -458,6 +469,12 @@ class _Memo:
         self._done = collections.OrderedDict()
         self._running = {}
 
+    def put(self, key, value):
+        with self._lock:
+            self._done[key] = value
+            while len(self._done) > self.SIZE:
+                self._done.popitem(last=False)
+
     def get(self, key, compute):
         with self._lock:
             if key in self._done:
@@ -474,10 +491,7 @@ class _Memo:
             return compute()
         try:
             result = compute()
-            with self._lock:
-                self._done[key] = result
-                while len(self._done) > self.SIZE:
-                    self._done.popitem(last=False)
+            self.put(key, result)
             return result
         finally:
             with self._lock:
@@ -596,6 +610,23 @@ def change_json(change):
     return {**change, "time": change["time"].isoformat(), "value": encode(change["value"])}
 
 
+def _discard(conn):
+    """Close a historical connection for good instead of pooling it.
+
+    ZODB pools historical connections per ``before`` tid and keeps each for
+    ``historical_timeout`` (300 s): a watcher reads every change at a new tid,
+    so pooling would keep one connection (its cache, on RelStorage a database
+    connection) per change for five minutes, and make every ``DB.open`` slower.
+    ``_release_resources`` is what ZODB's pool itself calls on a connection it
+    drops (it closes it without returning it to the pool).
+    """
+    try:
+        conn.transaction_manager.abort()
+    except Exception:  # nothing was changed; the connection goes either way
+        pass
+    conn._release_resources()
+
+
 def _is_mvcc_storage(db):
     """RelStorage is its own MVCC layer: ZODB gives it no invalidations to listen to."""
     return db._mvcc_storage is db.storage
@@ -614,62 +645,65 @@ class _Work:
         self.exact = exact
 
 
-class _Pushed:
-    """ZODB's invalidations (ZEO, FileStorage, MappingStorage), as one more MVCC instance.
+class _Inbox:
+    """What a watcher has been told and not yet judged, and the wait for it.
 
-    ``_invalidate`` and ``_invalidateCache`` are the two calls
-    ``ZODB.mvccadapter.MVCCAdapter`` makes on each of its instances; they run on
-    ZEO's network thread or in the committing thread, so they only record and
-    wake the watcher.
+    ``_exact``: single transactions ``(tid, oids)``, in the order told.
+    ``_span``: ``(tid, oids)``: every transaction after the watcher's position up
+    to ``tid`` changed only ``oids`` (None: unknown, read the log).  Feeders call
+    :meth:`_notice`, :meth:`_notice_span` and :meth:`_notice_unknown` from any
+    thread; ``_barrier()`` is the newest tid whose transaction may be read now.
     """
 
-    def __init__(self, db):
-        self._adapter = db._mvcc_storage
-        self._storage = db.storage
-        self._zeo = isinstance(self._storage, ClientStorage)
+    def __init__(self):
         self._cond = threading.Condition()
-        self._exact = []        # [(tid, frozenset(oids))], one per transaction
-        self._span = None       # (newest tid, None): read the log up to there
-        self._closed = False
-        with self._adapter._lock:
-            self._adapter._instances.add(self)
-
-    # called by ZODB ---------------------------------------------------------------
-    def _invalidate(self, tid, oids):
-        exact = not self._zeo or self._storage.is_connected()
-        with self._cond:
-            if exact and len(self._exact) < MAX_NOTICES:
-                self._exact.append((tid, frozenset(oids)))
-            else:  # merged while reconnecting, or too many unread: read the log instead
-                self._forget(tid)
-            self._cond.notify_all()
-
-    def _invalidateCache(self):
-        with self._cond:
-            self._forget(z64)
-            self._cond.notify_all()
-
-    def _forget(self, tid):
-        newest = max([tid] + [t for t, _ in self._exact] +
-                     ([self._span[0]] if self._span else []))
         self._exact = []
-        self._span = (newest, None)
+        self._span = None
+        self._closed = False
 
-    # called by the watcher --------------------------------------------------------
-    def now(self, session):
-        """The newest committed tid; with ZEO's fresh reads, after a round trip to the
-        server, so it covers every write acknowledged before the watch started."""
-        sync = getattr(self._storage, "sync", None)
-        if self._zeo and session.options.fresh_reads and sync is not None:
-            sync()
-        return self._storage.lastTransaction()
-
-    def catch_up(self):
+    # told by a feeder (any thread) ---------------------------------------------------
+    def _notice(self, tid, oids):
         with self._cond:
-            self._forget(z64)
+            if len(self._exact) < MAX_NOTICES:
+                self._exact.append((tid, frozenset(oids)))
+            else:  # too many unread: read the log instead (bounded memory)
+                self._merge_span(tid, None)
+            self._cond.notify_all()
+
+    def _notice_span(self, tid, oids):
+        with self._cond:
+            self._merge_span(tid, oids)
+            self._cond.notify_all()
+
+    def _notice_unknown(self, tid=z64):
+        with self._cond:
+            self._merge_span(tid, None)
+            self._cond.notify_all()
+
+    def _merge_span(self, tid, oids):
+        """Fold the span, and the single transactions it covers, into one span."""
+        covered, kept = [], []
+        for item in self._exact:
+            (covered if oids is None or item[0] <= tid else kept).append(item)
+        self._exact = kept
+        newest = max([tid] + [t for t, _ in covered] + ([self._span[0]] if self._span else []))
+        union = None
+        if oids is not None and (self._span is None or self._span[1] is not None):
+            union = frozenset(oids).union(*(o for _, o in covered),
+                                          *([self._span[1]] if self._span else []))
+        self._span = (newest, union)
+
+    # used by the watcher ----------------------------------------------------------------
+    def catch_up(self):
+        self._notice_unknown()
+
+    def give_back(self, work):
+        """Work that could not be judged: read it from the log next time."""
+        newest = max([t for t, _ in work.exact] + ([work.span[0]] if work.span else [z64]))
+        self._notice_unknown(newest)
 
     def wait(self, deadline, session):
-        """The next work, or None once ``deadline`` passed with nothing to do."""
+        """The next work, or None once ``deadline`` passed with nothing to do (or closed)."""
         with self._cond:
             while True:
                 if self._closed:
@@ -679,7 +713,7 @@ class _Pushed:
                     work = self._take()
                     if work is not None:
                         return work
-                    delay = 0.001  # a commit of this process is being finished
+                    delay = 0.001  # a commit is being finished (see _take)
                 else:
                     delay = CLOSED_CHECK
                 if deadline is not None:
@@ -690,21 +724,21 @@ class _Pushed:
                 self._cond.wait(delay)
 
     def _take(self):
-        """What may be judged now: only transactions the storage has finished.
-
-        An embedded FileStorage tells its instances *before* it marks the
-        transaction committed; ``lastTransaction()`` waits for that (it takes the
-        storage's lock, held until the commit is done).  ZEO's answer is local.
-        """
+        """What may be judged now: transactions up to ``_barrier()``."""
         self._cond.release()
         try:
-            last = self._storage.lastTransaction()
+            last = self._barrier()
         finally:
             self._cond.acquire()
         span = None
         if self._span is not None:
-            span = (max(self._span[0], last), None)
-            self._span = None
+            tid, oids = self._span
+            if oids is None:
+                span = (max(tid, last), None)   # read the log up to the newest
+            elif tid <= last:
+                span = (tid, oids)
+            if span is not None:
+                self._span = None
         ready = [item for item in self._exact if item[0] <= last]
         self._exact = [item for item in self._exact if item[0] > last]
         if span is None and not ready:
@@ -712,17 +746,58 @@ class _Pushed:
         ready.sort(key=lambda item: item[0])
         return _Work(span, ready)
 
-    def give_back(self, work):
-        with self._cond:
-            newest = max([t for t, _ in work.exact] + ([work.span[0]] if work.span else [z64]))
-            self._forget(newest)
-
     def close(self):
         with self._cond:
             if self._closed:
-                return
+                return False
             self._closed = True
             self._cond.notify_all()  # a watcher waiting in another thread ends
+        return True
+
+
+class _Pushed(_Inbox):
+    """ZODB's invalidations (ZEO, FileStorage, MappingStorage), as one more MVCC instance.
+
+    ``_invalidate`` and ``_invalidateCache`` are the two calls
+    ``ZODB.mvccadapter.MVCCAdapter`` makes on each of its instances; they run on
+    ZEO's network thread or in the committing thread, so they only record and
+    wake the watcher.
+    """
+
+    def __init__(self, db):
+        super().__init__()
+        self._adapter = db._mvcc_storage
+        self._storage = db.storage
+        self._zeo = isinstance(self._storage, ClientStorage)
+        with self._adapter._lock:
+            self._adapter._instances.add(self)
+
+    def _invalidate(self, tid, oids):
+        if not self._zeo or self._storage.is_connected():
+            self._notice(tid, oids)
+        else:  # merged while reconnecting: read the log instead
+            self._notice_unknown(tid)
+
+    def _invalidateCache(self):
+        self._notice_unknown()
+
+    def _barrier(self):
+        """An embedded FileStorage tells its instances *before* it marks the
+        transaction committed; ``lastTransaction()`` waits for that (it takes the
+        storage's lock, held until the commit is done).  ZEO's answer is local."""
+        return self._storage.lastTransaction()
+
+    def now(self, session):
+        """The newest committed tid; with ZEO's fresh reads, after a round trip to the
+        server, so it covers every write acknowledged before the watch started."""
+        sync = getattr(self._storage, "sync", None)
+        if self._zeo and session.options.fresh_reads and sync is not None:
+            sync()
+        return self._storage.lastTransaction()
+
+    def close(self):
+        if not super().close():
+            return
         try:
             with self._adapter._lock:
                 self._adapter._instances.discard(self)
@@ -730,80 +805,153 @@ class _Pushed:
             pass
 
 
-class _Polled:
-    """RelStorage: one storage instance polled every ``interval`` seconds.
+class _Polled(_Inbox):
+    """A watcher on RelStorage: told by its database's :class:`_PollHub`."""
 
-    ``poll_invalidations()`` is what a RelStorage connection calls at each
-    transaction start: one query answering with the oids changed since the
-    previous poll (None when it cannot tell), and ``lastTransaction()`` the
-    newest tid it saw.
-    """
+    def __init__(self, db, interval, interested):
+        super().__init__()
+        self._hub = _hub_of(db, interval)
+        self._hub.register(self, interested)
 
-    def __init__(self, storage, interval):
-        self._instance = storage.new_instance()
-        self._interval = interval
-        self._seen = z64          # the newest tid handed out
-        self._unknown = False     # the next poll must read the log (since=, a failure)
-        self._next_poll = 0.0
-        self._closed = False
-        self._lock = threading.Lock()  # close() from another thread waits for a poll
+    def _barrier(self):
+        return self._hub.seen
 
     def now(self, session):
-        with self._lock:
-            self._instance.poll_invalidations()
-            self._seen = self._instance.lastTransaction()
-            self._next_poll = time.monotonic() + self._interval
-            return self._seen
-
-    def catch_up(self):
-        self._unknown = True
-        self._next_poll = 0.0
-
-    def wait(self, deadline, session):
-        while True:
-            if self._closed:
-                return None
-            session._check_open()
-            now = time.monotonic()
-            if now >= self._next_poll:
-                work = self._poll()
-                if work is not None:
-                    return work
-                continue
-            if deadline is not None and now >= deadline:
-                return None
-            wake = min(self._next_poll, now + CLOSED_CHECK)
-            if deadline is not None:
-                wake = min(wake, deadline)
-            time.sleep(max(0.0, wake - now))
-
-    def _poll(self):
-        self._next_poll = time.monotonic() + self._interval
-        try:
-            with self._lock:
-                if self._closed:
-                    return None
-                oids = self._instance.poll_invalidations()
-                last = self._instance.lastTransaction()
-        except DISCONNECTS:
-            self._unknown = True  # PostgreSQL is away: read the log once it answers
-            return None
-        unknown = self._unknown or oids is None
-        if last <= self._seen and not unknown:
-            return None
-        self._seen = max(last, self._seen)
-        self._unknown = False
-        return _Work((self._seen, None if unknown else frozenset(oids)), [])
-
-    def give_back(self, work):
-        self.catch_up()
+        return self._hub.poll_now()
 
     def close(self):
+        if super().close():
+            self._hub.unregister(self)
+
+
+class _PollHub:
+    """RelStorage pushes nothing: one thread per database polls for its watchers.
+
+    Every ``interval`` seconds (while it has watchers) it calls
+    ``poll_invalidations()`` on a storage instance of its own -- what a
+    RelStorage connection calls at each transaction start: one query answering
+    with the oids changed since the previous poll (None when it cannot tell) --
+    and ``lastTransaction()``.  When a watcher's value was read from one of
+    those oids, the hub reads the new transactions from the log once, for all
+    its watchers (their oids, and the user and note a change shows); otherwise
+    every watcher just hears the union and passes over it.
+    """
+
+    def __init__(self, db, interval):
+        self._db = weakref.ref(db)
+        self._storage = db.storage
+        self._interval = interval
+        self._lock = threading.Lock()   # the instance is used by one thread at a time
+        self._listeners = {}            # inbox -> interested(oids)
+        self._instance = None
+        self._stop = None
+        self._broken = False
+        self.seen = z64
+
+    def register(self, inbox, interested):
         with self._lock:
-            if self._closed:
+            self._listeners[inbox] = interested
+            if self._instance is None:
+                self._instance = self._storage.new_instance()
+                self._instance.poll_invalidations()
+                self.seen = self._instance.lastTransaction()
+                self._stop = threading.Event()
+                threading.Thread(target=self._run, args=(self._stop,), daemon=True,
+                                 name="zpydb watch poller").start()
+
+    def unregister(self, inbox):
+        with self._lock:
+            self._listeners.pop(inbox, None)
+            if self._listeners or self._instance is None:
                 return
-            self._closed = True
+            self._stop.set()
             try:
                 self._instance.release()
             except Exception:  # a broken connection is dropped either way
                 pass
+            self._instance = None
+        with _hubs_lock:
+            db = self._db()
+            if db is not None and _hubs.get(db) is self:
+                del _hubs[db]
+
+    def poll_now(self):
+        """Poll at once (a new watcher's starting point); returns the newest tid."""
+        with self._lock:
+            self._poll()
+            return self.seen
+
+    def _run(self, stop):
+        while not stop.wait(self._interval):
+            with self._lock:
+                if stop.is_set():
+                    return
+                try:
+                    self._poll()
+                except Exception:  # never let the thread die: tell everyone to read the log
+                    self._broken = True
+
+    def _poll(self):
+        try:
+            oids = self._instance.poll_invalidations()
+            last = self._instance.lastTransaction()
+        except Exception:  # PostgreSQL is away: every watcher reads the log once it is back
+            self._broken = True
+            return
+        listeners = list(self._listeners.items())
+        if self._broken or oids is None:
+            self._broken = False
+            self.seen = max(last, self.seen)
+            for inbox, _ in listeners:
+                inbox._notice_unknown(self.seen)
+            return
+        if last <= self.seen:
+            return
+        oids, first = frozenset(oids), _next_tid(self.seen)
+        self.seen = last
+        if not any(interested(oids) for _, interested in listeners):
+            for inbox, _ in listeners:
+                inbox._notice_span(last, oids)
+            return
+        try:
+            told = self._read_log(first, last)
+        except Exception:  # the watchers read it themselves
+            for inbox, _ in listeners:
+                inbox._notice_unknown(last)
+            return
+        for inbox, _ in listeners:
+            for tid, changed in told:
+                inbox._notice(tid, changed)
+            if not told or told[-1][0] < last:
+                inbox._notice_unknown(last)
+
+    def _read_log(self, first, last):
+        """[(tid, oids)] of the transactions first..last; their log entries go to the memo."""
+        db = self._db()
+        memo = _memo_of(db) if db is not None else None
+        told = []
+        iterator = self._storage.iterator(first, last)
+        try:
+            for info in iterator:
+                if info.tid > last:
+                    break
+                told.append((info.tid, frozenset(record.oid for record in info)))
+                if memo is not None:
+                    memo.put(("info", info.tid), _Info(info))
+        finally:
+            close = getattr(iterator, "close", None)
+            if close is not None:
+                close()
+        return told
+
+
+_hubs = weakref.WeakKeyDictionary()
+_hubs_lock = threading.Lock()
+
+
+def _hub_of(db, interval):
+    with _hubs_lock:
+        hub = _hubs.get(db)
+        if hub is None:
+            hub = _hubs[db] = _PollHub(db, interval)
+        return hub
