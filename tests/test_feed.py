@@ -416,6 +416,40 @@ def test_postgres_crash_and_restart_loses_nothing(tmp_path, postgres_cluster):
             db.close()
 
 
+def test_postgres_watchers_of_one_process_share_one_poller(postgres_cluster, tmp_path):
+    """20 watchers hold one PostgreSQL connection between them, not 20, and all see
+    the change; the poller goes away with the last watcher."""
+    import psycopg2
+    dbname = "share" + str(os.getpid())
+    postgres_cluster.create_database(dbname)
+    url = postgres_cluster.url(dbname, blob_dir=str(tmp_path / "blobs"))
+
+    def connections():
+        conn = psycopg2.connect(**postgres_cluster.dsn(dbname))
+        try:
+            with conn.cursor() as cursor:
+                cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s",
+                               (dbname,))
+                return cursor.fetchone()[0] - 1  # not this one
+        finally:
+            conn.close()
+
+    db = zpydb.connect(url, poll_interval=0.05)
+    try:
+        db["x"] = 0
+        before = connections()
+        watches = [db["x"].watch(timeout=30) for _ in range(20)]
+        assert connections() <= before + 1
+        db["x"] = 1
+        assert [next(w)["value"] for w in watches] == [1] * 20
+        for watch in watches:
+            watch.close()
+        assert not feed._hubs.get(db._session.db)
+        assert connections() <= before
+    finally:
+        db.close()
+
+
 def test_embedded_writer_threads_and_a_watcher_thread(fdb):
     """One process, one FileStorage: the feed follows commits made in other threads."""
     fdb["c"] = {}
