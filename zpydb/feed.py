@@ -34,10 +34,17 @@ ClientStorage calls ``invalidateCache`` after reconnecting (and invalidations
 seen while not connected may be merged): the watcher then reads the
 transaction log itself (``storage.iterator``) from the last transaction it
 judged up to the newest one, so a server restart or a dropped connection
-loses nothing.  RelStorage (PostgreSQL) pushes nothing: a watcher polls its own
-storage instance every ``poll_interval`` seconds (a connect option, 0.1 s by
-default; :class:`_Polled`), which answers with the oids changed since the last
-poll, and reads the log the same way when any of them matters.
+loses nothing.  RelStorage (PostgreSQL) pushes nothing: one thread per
+database (:class:`_PollHub`) polls a storage instance of its own every
+``poll_interval`` seconds (a connect option, 0.1 s by default) for the oids
+changed since the last poll, reads the new transactions from the log once when
+any watcher's value was read from one of them, and tells every watcher
+(:class:`_Polled`).
+
+**Sharing.**  Watchers of one path in one process read each change once
+(:class:`_Memo`), and a change's log entry is looked up once.  The historical
+connection of each read is closed for good afterwards (:func:`_discard`):
+ZODB would pool it for five minutes under a key no later read uses.
 
 **Resuming.**  ``since=id`` starts after that transaction: the value at that
 point is read, and the log from there on is judged as above.  Because ids are
@@ -63,7 +70,9 @@ import weakref
 import transaction
 from persistent.TimeStamp import TimeStamp
 from ZEO.ClientStorage import ClientStorage
-from ZODB.POSException import POSKeyError, ReadConflictError
+from ZEO.Exceptions import ServerException
+from ZODB.FileStorage.format import CorruptedError
+from ZODB.POSException import POSError, POSKeyError, ReadConflictError
 from ZODB.utils import p64, u64, z64
 
 from . import errors, interrupts, nodes, ops
@@ -162,24 +171,27 @@ class Watch:
         self._events = collections.deque()
         self._closed = False
         self._failures = _Failures()
-        if _is_mvcc_storage(self._db):
-            me = weakref.ref(self)  # the hub must not keep a dropped watcher alive
-
-            def interested(oids):
-                watch = me()
-                return watch is not None and not watch._deps.isdisjoint(oids)
-
-            source = _Polled(self._db, session.options.poll_interval, interested)
-        else:
-            source = _Pushed(self._db)
-        self._source = source
-        self._finalizer = weakref.finalize(self, source.close)
+        self._source = self._make_source()
+        self._finalizer = weakref.finalize(self, self._source.close)
         try:
             with interrupts.deferred():
                 self._start(start)
         except BaseException:
             self.close()
             raise
+
+    def _make_source(self):
+        """Where this watcher hears of new transactions: ZODB's invalidations, or
+        (RelStorage) its database's poller."""
+        if not _is_mvcc_storage(self._db):
+            return _Pushed(self._db)
+        me = weakref.ref(self)  # the poller must not keep a dropped watcher alive
+
+        def interested(oids):
+            watch = me()
+            return watch is not None and not watch._deps.isdisjoint(oids)
+
+        return _Polled(self._db, self._session.options.poll_interval, interested)
 
     # -- the iterator protocol ---------------------------------------------------
     def __iter__(self):
@@ -374,9 +386,16 @@ class _StorageErrors:
                 f"by a pack ({describe_failure(exc)}); watch again without since") from None
         if isinstance(exc, DISCONNECTS):
             raise _Retry(describe_failure(exc), disconnected=True) from None
-        if isinstance(exc, Exception):  # a log read racing a commit: ValueError, ServerException
+        if isinstance(exc, _TRANSIENT):  # a log read racing a commit, a server hiccup
             raise _Retry(describe_failure(exc)) from None
         return False
+
+
+#: What a storage may raise while a commit is being written (FileStorage's log
+#: iterator reads the end of the file: "Can't find last transaction in large
+#: file", a truncated record), also from a ZEO server; tried again for
+#: RETRY_WINDOW seconds.
+_TRANSIENT = (ValueError, OSError, CorruptedError, POSError, ServerException)
 
 
 class _Retry(Exception):
