@@ -563,6 +563,49 @@ def test_ctrl_c_interrupts_a_waiting_watcher_which_goes_on(backend, tmp_path):
         stop_process(process)
 
 
+CATCH_UP_SCRIPT = """
+import sys, time, zpydb
+db = zpydb.connect(sys.argv[1])
+db['big'] = {f'k{i}': i for i in range(20000)}
+since = db._session.connection()[1]._storage.lastTransaction().hex()
+for i in range(150):
+    db['big']['k0'] = -i - 1              # 150 changes of a big value: a long catch-up
+watch = db['big'].watch(since=since)
+print('ready', flush=True)
+started = time.monotonic()
+try:
+    next(watch)
+    print('not interrupted', flush=True)
+except KeyboardInterrupt:
+    print('interrupted', round(time.monotonic() - started, 2), flush=True)
+values = [next(watch)['value']['k0'] for _ in range(150)]
+print('values', values == [-i - 1 for i in range(150)], flush=True)
+db.close()
+"""
+
+
+def test_ctrl_c_stops_a_long_catch_up_between_transactions(tmp_path):
+    """Judging runs with Ctrl-C held (a read cut half way can wedge FileStorage), but a
+    catch-up through many transactions delivers it between two of them."""
+    script = tmp_path / "catch_up.py"
+    script.write_text(CATCH_UP_SCRIPT)
+    process = subprocess.Popen([sys.executable, str(script), str(tmp_path / "d.fs")],
+                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    try:
+        assert process.stdout.readline().strip() == "ready"
+        time.sleep(0.5)
+        sent = time.monotonic()
+        process.send_signal(signal.SIGINT)
+        answer = process.stdout.readline().split()
+        assert answer[0] == "interrupted", (answer, process.stderr.read())
+        assert time.monotonic() - sent < 3
+        assert process.stdout.readline().strip() == "values True"
+        assert process.wait(60) == 0
+    finally:
+        stop_process(process)
+
+
 @pytest.mark.parametrize("backend", ["file", "zeo"], indirect=True)
 def test_close_with_and_garbage_collection_leave_no_listener(backend):
     db = backend.connect()

@@ -277,6 +277,7 @@ class Watch:
                     if not done:
                         break
                     if tid > self._tid:
+                        interrupts.checkpoint()  # a held Ctrl-C: here, between transactions
                         self._judge_one(tid, oids)
                         done = len(self._events) < MAX_QUEUED
         except _Retry as retry:
@@ -301,6 +302,7 @@ class Watch:
             return True
         for info in self._transactions(_next_tid(self._tid), target):
             if info.tid > self._tid:
+                interrupts.checkpoint()  # a long catch-up stops at Ctrl-C, between transactions
                 self._judge_one(info.tid, {record.oid for record in info}, info)
                 if len(self._events) >= MAX_QUEUED:
                     return self._tid >= target
