@@ -226,6 +226,26 @@ def test_a_created_and_deleted_path(db):
     assert made["patch"] == [{"op": "replace", "path": "", "value": [1]}]
 
 
+def test_files_show_as_their_metadata_in_patches_and_json(db):
+    """A stored file over export's 1 MB inline limit: the change says which file it is
+    (its sha256), the value still reads the content."""
+    import hashlib
+    big = os.urandom(1_300_000)
+    db["docs"] = {}
+    with db["docs"].watch(timeout=20) as watch:
+        db["docs"]["report"] = zpydb.File(big, name="r.bin")
+        db["docs"]["report"] = zpydb.File(b"small", name="r.bin")
+        first, second = next(watch), next(watch)
+    meta = {"name": "r.bin", "content_type": "application/octet-stream", "size": 1_300_000,
+            "sha256": hashlib.sha256(big).hexdigest()}
+    assert first["patch"] == [{"op": "add", "path": "/report", "value": {"$file": meta}}]
+    assert first["value"]["report"].read() == big
+    after = feed.change_json(second)["value"]
+    assert after["report"]["$file"]["sha256"] == hashlib.sha256(b"small").hexdigest()
+    assert jsonpatch.apply_patch({"report": {"$file": meta}}, second["patch"]) == after
+    assert json.loads(json.dumps(feed.change_json(first)))["value"] == {"report": {"$file": meta}}
+
+
 def test_the_value_handed_out_is_a_private_copy(db):
     db["c"] = {"l": [1]}
     with db["c"].watch(timeout=10) as one, db["c"].watch(timeout=10) as two:

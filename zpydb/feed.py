@@ -75,9 +75,10 @@ from ZODB.FileStorage.format import CorruptedError
 from ZODB.POSException import POSError, POSKeyError, ReadConflictError
 from ZODB.utils import p64, u64, z64
 
-from . import errors, interrupts, nodes, ops
+from . import errors, export, interrupts, nodes, ops
 from .diff import json_patch
 from .export import encode
+from .files import FileHandle
 from .session import DATA_KEY, data_root
 from .translate import DISCONNECTS, describe_failure
 
@@ -599,8 +600,44 @@ def _change(info, tid, old, new):
         "kind": extension.get(DATA_KEY),
         "deleted": new is _ABSENT,
         "value": _copy(after),
-        "patch": json_patch(before, after),
+        "patch": json_patch(_files_as_meta(before), _files_as_meta(after)),
     }
+
+
+class _FileMeta:
+    """A stored file as a change's patch and ``zpydb watch`` show it: its metadata.
+
+    ``export.encode`` would inline a file's content as base64 (and refuse one
+    over 1 MB); a change feed says *that* a file changed (its sha256), and the
+    content stays readable through the value's file handle.
+    """
+
+    __slots__ = ("meta",)
+
+    def __init__(self, handle):
+        self.meta = {"name": handle.name, "content_type": handle.content_type,
+                     "size": handle.size, "sha256": handle.sha256}
+
+
+export.encoders.append((_FileMeta, lambda value, context: {"$file": dict(value.meta)}))
+
+
+def _files_as_meta(value):
+    """``value`` with every stored file as a :class:`_FileMeta` (the same object when it
+    holds none, so a value without files is not copied)."""
+    if isinstance(value, FileHandle):
+        return _FileMeta(value)
+    if isinstance(value, dict):
+        items = [(key, _files_as_meta(item)) for key, item in value.items()]
+        if all(new is old for (_, new), old in zip(items, value.values())):
+            return value
+        return dict(items)
+    if isinstance(value, (list, tuple)):
+        items = [_files_as_meta(item) for item in value]
+        if all(new is old for new, old in zip(items, value)):
+            return value
+        return type(value)(items)
+    return value
 
 
 def _open_before(db, before):
@@ -627,8 +664,9 @@ def _open_before(db, before):
 
 def change_json(change):
     """A change as JSON-ready data (``zpydb watch``): ``time`` in ISO 8601, ``value``
-    in zpydb's JSON form (export.py; ``patch`` already is)."""
-    return {**change, "time": change["time"].isoformat(), "value": encode(change["value"])}
+    in zpydb's JSON form (export.py; ``patch`` already is), files as their metadata."""
+    return {**change, "time": change["time"].isoformat(),
+            "value": encode(_files_as_meta(change["value"]))}
 
 
 def _discard(conn):
