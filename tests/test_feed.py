@@ -694,6 +694,14 @@ def test_bad_arguments_are_refused_naming_the_path(db):
             t["x"].watch()
 
 
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+def test_a_bad_poll_interval_is_refused(backend):
+    for interval in (0, -1, "1", float("nan")):
+        db = backend.connect(poll_interval=interval)
+        with pytest.raises(zpydb.BadArgumentError, match="poll_interval"):
+            db["x"].watch()
+
+
 def test_cli_watch_arguments(tmp_path):
     def run(*args):
         return subprocess.run([sys.executable, "-m", "zpydb", "watch", *args], cwd=tmp_path,

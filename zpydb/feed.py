@@ -192,7 +192,13 @@ class Watch:
             watch = me()
             return watch is not None and not watch._deps.isdisjoint(oids)
 
-        return _Polled(self._db, self._session.options.poll_interval, interested)
+        interval = self._session.options.poll_interval
+        if isinstance(interval, bool) or not isinstance(interval, (int, float)) or \
+                not 0 < interval < float("inf"):
+            raise errors.BadArgumentError(
+                self._expr, f"the connect option poll_interval must be a number of seconds "
+                            f"> 0, not {nodes.short_repr(interval, 40)}")
+        return _Polled(self._db, interval, interested)
 
     # -- the iterator protocol ---------------------------------------------------
     def __iter__(self):
