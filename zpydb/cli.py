@@ -7,6 +7,7 @@
     zpydb copy SRC_URL DST_URL              (copy.py)
     zpydb pack URL [--days N]               drop history older than N days (pack.py)
     zpydb watch [URL] [PATH] [--since ID] [--timeout S]   changes as JSON lines (feed.py)
+    zpydb web [URL] [--address H:P] [--tokens FILE]   REST + console over HTTP (web/)
     zpydb --version
 
 Every command takes the connection options of :func:`zpydb.connect`
@@ -47,8 +48,8 @@ from .errors import Error, URLError
 from .shell import run_shell
 
 #: Modules that add their own subcommands through ``register_commands(subparsers)``.
-COMMAND_MODULES = ("zpydb.server", "zpydb.copy")
-COMMANDS = ("shell", "export", "import", "serve", "certs", "copy", "pack", "watch")
+COMMAND_MODULES = ("zpydb.server", "zpydb.copy", "zpydb.web")
+COMMANDS = ("shell", "export", "import", "serve", "certs", "copy", "pack", "watch", "web")
 NEW_DATABASE_SUFFIX = ".fs"
 
 
@@ -295,6 +296,13 @@ def check_arguments(args):
             check_output(args.data_dir, "--data-dir", directory=True)
     elif command == "certs":
         check_output(args.directory, "certificate directory", directory=True)
+    elif command == "web":
+        from . import web
+        check_database(args.url, may_create=True)
+        try:
+            web.check_arguments(args)
+        except web.WebUsageError as exc:
+            raise UsageError(str(exc)) from None
     if getattr(args, "read_url", None):
         check_database(args.read_url, may_create=False)
 
