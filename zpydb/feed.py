@@ -310,7 +310,7 @@ class Watch:
         for info in self._transactions(_next_tid(self._tid), target):
             if info.tid > self._tid:
                 interrupts.checkpoint()  # a long catch-up stops at Ctrl-C, between transactions
-                self._judge_one(info.tid, {record.oid for record in info}, info)
+                self._judge_one(info.tid, _changed_oids(info), info)
                 if len(self._events) >= MAX_QUEUED:
                     return self._tid >= target
         if self._tid < target:  # the log does not reach the newest id yet (being written)
@@ -340,9 +340,15 @@ class Watch:
         when the client's copy is collected)."""
         iterator = self._storage.iterator(start, stop)
         try:
-            for info in iterator:
+            while True:
+                try:
+                    info = next(iterator)
+                except StopIteration:
+                    return
+                except KeyError as exc:
+                    raise _forgotten(exc) from None
                 if stop is not None and info.tid > stop:
-                    break
+                    return
                 yield info
         finally:
             close = getattr(iterator, "close", None)
@@ -405,6 +411,23 @@ class _StorageErrors:
 #: file", a truncated record), also from a ZEO server; tried again for
 #: RETRY_WINDOW seconds.
 _TRANSIENT = (ValueError, OSError, CorruptedError, POSError, ServerException)
+
+
+def _changed_oids(info):
+    """The oids a transaction from the log changed."""
+    try:
+        return {record.oid for record in info}
+    except KeyError as exc:
+        raise _forgotten(exc) from None
+
+
+def _forgotten(exc):
+    """A ZEO server knows its log iterators per connection: after a reconnect it
+    answers an old one with KeyError.  Read the log again from where judging is."""
+    if isinstance(exc, POSKeyError):
+        return exc
+    return _Retry(f"the server no longer knows this log iterator (reconnected?): "
+                  f"{describe_failure(exc)}")
 
 
 class _Retry(Exception):
