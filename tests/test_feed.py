@@ -202,6 +202,18 @@ def test_a_watcher_far_behind_goes_through_the_log_in_bounded_steps(db, monkeypa
     watch.close()
 
 
+def test_a_watcher_not_read_for_long_forgets_notices_but_no_change(db, monkeypatch):
+    """Past MAX_NOTICES unread transactions the notices are dropped for the log."""
+    monkeypatch.setattr(feed, "MAX_NOTICES", 5)
+    db["n"] = -1
+    watch = db["n"].watch(timeout=10)
+    for i in range(30):
+        db["n"] = i
+        db["m"] = i
+    assert [c["value"] for c in collect_values(watch, 29)] == list(range(30))
+    watch.close()
+
+
 def test_timeout_ends_an_idle_watch(db):
     watch = db["quiet"].watch(timeout=0.5)
     started = time.monotonic()
