@@ -152,6 +152,17 @@ class Path:
     def __len__(self):
         return self._reader("len")
 
+    def watch(self, since=None, timeout=None):
+        """An iterator of the committed changes under this path, in commit order.
+
+        Each change is a dict: id, time, user, note, kind, deleted, value (the
+        new value, a plain copy) and patch (JSON Patch relative to this path).
+        ``since=id``: start after that change (else now); ``timeout``: end the
+        iteration after that many idle seconds.  See zpydb/feed.py.
+        """
+        from . import feed  # the feed needs the session layer; paths stay light
+        return feed.watch(self._executor, self._steps, since=since, timeout=timeout)
+
     def __contains__(self, item):
         return self._reader("contains", _plain(item))
 
