@@ -96,6 +96,33 @@ def test_patch_above_a_prefix_needs_every_child_inside_it(secured):
     assert secured.value("users", "bob", "name") == "Bob"
 
 
+def test_a_conditional_write_never_shows_what_the_token_may_not_read(secured):
+    """A 412 answers the current value and its ETag: a token that may write but not
+    read a place (or a PATCH above its write prefix) must not get them that way."""
+    attempts = [("PATCH", "/users.json", {"ann/x": 1}, ANN),       # above ann's prefix: bob too
+                ("PUT", "/inbox.json", "x", WRITER),                # write-only
+                ("DELETE", "/inbox.json", None, WRITER),
+                ("POST", "/inbox.json", "x", WRITER)]
+    secured.send("PUT", "/inbox.json", {"private": "letter"}, headers=bearer(ADMIN))
+    for method, path, value, secret in attempts:
+        for extra in ({"if-match": '"nope"'}, {"if-match": "*"}, {"X-Firebase-ETag": "true"}):
+            body = None if value is None else json.dumps(value)
+            status, headers, data = secured.request(method, path, body,
+                                                    dict(bearer(secret), **extra))
+            assert status == 403, (method, path, extra, status, data)
+            assert b"Bob" not in data and b"letter" not in data and "etag" not in headers
+            assert "may not read" in json.loads(data)["error"]
+    assert secured.value("users", "bob") == {"name": "Bob"}
+    assert secured.value("inbox") == {"private": "letter"}
+    # where the token may read too, conditional writes work as before
+    status, headers, _d = secured.request("PUT", "/users/ann/c.json", b"1",
+                                          dict(bearer(ANN), **{"X-Firebase-ETag": "true"}))
+    assert status == 200 and headers["etag"]
+    status, headers, data = secured.request("PUT", "/users/ann/c.json", b"2",
+                                            dict(bearer(ANN), **{"if-match": '"nope"'}))
+    assert status == 412 and json.loads(data) == 1
+
+
 def test_the_token_name_is_the_changes_user(secured):
     secured.send("PUT", "/users/ann/mood.json", "good", headers=bearer(ANN))
     entry = secured.history(1)[0]

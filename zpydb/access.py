@@ -95,9 +95,12 @@ class Tokens:
         return found
 
 
-def require_read(token, location):
+def require_read(token, location, why=None):
+    """ForbiddenError unless ``token`` (None: no tokens file) may read ``location``;
+    ``why``: what in the request reads (a write's if-match), for the message."""
     if token is not None and not token.may_read(location):
-        raise ForbiddenError(f"token {token.name!r} may not read {location.url}")
+        reason = f" ({why})" if why else ""
+        raise ForbiddenError(f"token {token.name!r} may not read {location.url}{reason}")
 
 
 def require_write(token, location):

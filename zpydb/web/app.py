@@ -134,11 +134,16 @@ class _Handlers:
             return _json(document, options, tag, head=request.method == "HEAD")
         if request.method != "PATCH":
             access.require_write(token, location)  # before reading any body
+        if_match = request.headers.get("if-match")
+        if if_match is not None or options.want_etag:
+            # a 412 answers the current value and ETag, and an ETag is a hash of the
+            # value: a conditional write reads, so it needs read as well as write
+            access.require_read(token, location, "if-match and X-Firebase-ETag show the "
+                                                 "value there (or its hash)")
         body = await _body(request, self.config.max_body, location)
         if request.method == "PATCH" and token is not None:
             _require_patch_children(token, location, body)
         user = token.name if token is not None else None
-        if_match = request.headers.get("if-match")
         try:
             answer, tag = await self.work(
                 self.service.write, request.method, location, body, if_match=if_match,
