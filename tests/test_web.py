@@ -497,6 +497,13 @@ def test_methods_not_allowed_are_405(fsite, method, path, allow):
         assert "PUT" in headers["allow"] and "DELETE" in headers["allow"]
 
 
+@pytest.mark.parametrize("n", ["%C2%B2", "%D9%A8", "-1", "1001", "1.5", "", "x"])
+def test_history_n_must_be_ascii_digits(fsite, n):
+    """'\u00b2'.isdigit() is True and int() refuses it: a 400, not a 500."""
+    status, _h, data = fsite.request("GET", f"/.history.json?n={n}")
+    assert status == 400 and "n must be a whole number" in json.loads(data)["error"], data
+
+
 def test_unknown_pages_are_404_json(fsite):
     status, _h, data = fsite.request("GET", "/.console/secret.txt")
     assert status == 404 and "error" in json.loads(data)
@@ -605,6 +612,8 @@ def test_without_tokens_only_loopback_addresses(tmp_path, address):
 @pytest.mark.parametrize("args,words", [
     (["--address", "nonsense"], "HOST:PORT"),
     (["--address", "127.0.0.1:99999"], "HOST:PORT"),
+    (["--address", "127.0.0.1:8\u00b2"], "HOST:PORT"),        # isdigit() but not int()
+    (["--address", "127.0.0.1:\u0668\u0661\u0661\u0660"], "HOST:PORT"),  # Arabic-Indic 8110
     (["--tls-cert", "missing.pem", "--tls-key", "missing.pem"], "no such --tls-cert file"),
     (["--tls-cert", __file__], "go together"),
     (["--tokens", "missing.json"], "no such --tokens file"),

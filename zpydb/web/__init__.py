@@ -16,6 +16,7 @@ any other.
 
 import ipaddress
 import logging
+import re
 import signal
 import sys
 
@@ -63,7 +64,7 @@ def register_commands(subparsers):
 def parse_address(text):
     """``HOST:PORT`` or ``[IPv6]:PORT`` -> (host, port); WebUsageError otherwise."""
     host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536 or not host:
+    if not sep or not re.fullmatch(r"[0-9]+", port) or not 0 < int(port) < 65536 or not host:
         raise WebUsageError(f"--address must be HOST:PORT (like {DEFAULT_ADDRESS} or "
                             f"[::1]:8110), not {text!r}")
     if host.startswith("[") and host.endswith("]"):
