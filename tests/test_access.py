@@ -185,10 +185,26 @@ def test_console_page_needs_no_token_and_holds_no_data(secured):
     ({"tokens": [{"name": "a", "secret": "x" * 16}, {"name": "a", "secret": "y" * 16}]}, "used twice"),
     ({"tokens": [{"name": "a", "secret": "x" * 16}, {"name": "b", "secret": "x" * 16}]}, "same secret"),
     ({"tokens": [{"name": "a", "secret": "x" * 16}], "more": 1}, "expected"),
+    # a header carries bytes Starlette reads as latin-1, and is stripped: such a secret
+    # would never match as 'Authorization: Bearer ...'
+    ({"tokens": [{"name": "a", "secret": "p\u00e4ssw\u00f6rd-0123456789"}]}, "visible ASCII"),
+    ({"tokens": [{"name": "a", "secret": " leading-space-0123456789"}]}, "visible ASCII"),
+    ({"tokens": [{"name": "a", "secret": "inner space 0123456789"}]}, "visible ASCII"),
+    ({"tokens": [{"name": "a", "secret": "tab\t0123456789abcdef"}]}, "visible ASCII"),
 ])
 def test_bad_tokens_files_are_refused_with_a_reason(document, words):
     with pytest.raises(Error, match=words):
         access.parse(document, "t.json")
+
+
+def test_a_key_given_twice_in_the_tokens_file_is_refused(tmp_path):
+    """JSON keeps the last of two equal keys: a second "write" would silently win."""
+    entry = ('{"name": "a", "secret": "%s", "write": ["/users/a"], "write": ["/"]}' % ("x" * 16))
+    for text in ('{"tokens": [%s]}' % entry,
+                 '{"tokens": [], "tokens": [{"name": "a", "secret": "%s"}]}' % ("x" * 16)):
+        (tmp_path / "t.json").write_text(text)
+        with pytest.raises(Error, match="given twice"):
+            access.Tokens.load(tmp_path / "t.json")
 
 
 def test_a_bad_tokens_file_stops_the_command_before_serving(tmp_path):

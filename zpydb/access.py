@@ -74,7 +74,10 @@ class Tokens:
         """Read and check the whole file; Error naming the file and the entry otherwise."""
         try:
             with open(path, encoding="utf-8") as stream:
-                document = json.load(stream)
+                document = json.load(stream, object_pairs_hook=_unique_keys)
+        except _DuplicateKey as exc:
+            raise Error(f"tokens file {path}: the key {exc} is given twice in one object "
+                        f"(JSON would keep the last one silently)") from None
         except (OSError, UnicodeError, ValueError) as exc:
             raise Error(f"tokens file {path}: cannot read it as JSON ({exc})") from None
         return cls(parse(document, path))
@@ -93,6 +96,20 @@ class Tokens:
             raise AuthenticationError("unknown token (check the secret; tokens are listed "
                                       "in the server's --tokens file)")
         return found
+
+
+class _DuplicateKey(Exception):
+    pass
+
+
+def _unique_keys(pairs):
+    """json's object hook that refuses a key given twice (a second "write" must not win)."""
+    document = {}
+    for key, value in pairs:
+        if key in document:
+            raise _DuplicateKey(json.dumps(key))
+        document[key] = value
+    return document
 
 
 def require_read(token, location, why=None):
@@ -140,6 +157,12 @@ def _entry(entry, where):
     if not isinstance(secret, str) or len(secret) < MIN_SECRET_LENGTH:
         raise Error(f"{where} ({name}): secret must be a string of at least "
                     f"{MIN_SECRET_LENGTH} characters")
+    if not all("!" <= char <= "~" for char in secret):
+        # an HTTP header is read as latin-1 and 'Bearer  x ' is stripped: a secret with
+        # other characters could only ever work as ?auth=, never as the header
+        raise Error(f"{where} ({name}): secret must be visible ASCII characters only "
+                    f"(no spaces, tabs or accents), so that it works in an "
+                    f"'Authorization: Bearer' header")
     return Token(name, hashlib.sha256(secret.encode("utf-8")).digest(),
                  _prefixes(entry.get("read", []), f"{where} ({name}) read"),
                  _prefixes(entry.get("write", []), f"{where} ({name}) write"))
