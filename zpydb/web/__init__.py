@@ -116,6 +116,7 @@ def serve(args):
     from .. import access
     from ..database import connect
     from .app import Config, make_app
+    from .protocol import BoundedHttpToolsProtocol
 
     host, port = parse_address(args.address)
     tokens = access.Tokens.load(args.tokens) if args.tokens else None
@@ -141,7 +142,8 @@ def serve(args):
         server = uvicorn.Server(uvicorn.Config(
             app, host=host, port=port, log_level="warning", access_log=False,
             ssl_certfile=args.tls_cert, ssl_keyfile=args.tls_key, lifespan="off",
-            server_header=False, timeout_graceful_shutdown=10))
+            server_header=False, timeout_graceful_shutdown=10,
+            http=BoundedHttpToolsProtocol, ws="none"))
         # uvicorn drains on SIGTERM, then raises the signal again with the handler it
         # found: with this one the database is closed (Data.fs.index written) before exit
         signal.signal(signal.SIGTERM, _exit_on_sigterm)

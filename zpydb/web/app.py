@@ -15,7 +15,8 @@ Routes::
 
 Every error is JSON ``{"error": "..."}`` with its status (400 bad request,
 401/403 access, 405 method, 409 conflict/undo, 412 if-match, 413 body too
-large, 503 storage unreachable, 500 anything else, logged).
+large, 503 storage unreachable, 500 anything else, logged; 431 for a request
+head over 64 KiB comes from protocol.py, before the app).
 """
 
 import logging
