@@ -96,6 +96,33 @@ def test_patch_above_a_prefix_needs_every_child_inside_it(secured):
     assert secured.value("users", "bob", "name") == "Bob"
 
 
+def test_a_conditional_write_never_shows_what_the_token_may_not_read(secured):
+    """A 412 answers the current value and its ETag: a token that may write but not
+    read a place (or a PATCH above its write prefix) must not get them that way."""
+    attempts = [("PATCH", "/users.json", {"ann/x": 1}, ANN),       # above ann's prefix: bob too
+                ("PUT", "/inbox.json", "x", WRITER),                # write-only
+                ("DELETE", "/inbox.json", None, WRITER),
+                ("POST", "/inbox.json", "x", WRITER)]
+    secured.send("PUT", "/inbox.json", {"private": "letter"}, headers=bearer(ADMIN))
+    for method, path, value, secret in attempts:
+        for extra in ({"if-match": '"nope"'}, {"if-match": "*"}, {"X-Firebase-ETag": "true"}):
+            body = None if value is None else json.dumps(value)
+            status, headers, data = secured.request(method, path, body,
+                                                    dict(bearer(secret), **extra))
+            assert status == 403, (method, path, extra, status, data)
+            assert b"Bob" not in data and b"letter" not in data and "etag" not in headers
+            assert "may not read" in json.loads(data)["error"]
+    assert secured.value("users", "bob") == {"name": "Bob"}
+    assert secured.value("inbox") == {"private": "letter"}
+    # where the token may read too, conditional writes work as before
+    status, headers, _d = secured.request("PUT", "/users/ann/c.json", b"1",
+                                          dict(bearer(ANN), **{"X-Firebase-ETag": "true"}))
+    assert status == 200 and headers["etag"]
+    status, headers, data = secured.request("PUT", "/users/ann/c.json", b"2",
+                                            dict(bearer(ANN), **{"if-match": '"nope"'}))
+    assert status == 412 and json.loads(data) == 1
+
+
 def test_the_token_name_is_the_changes_user(secured):
     secured.send("PUT", "/users/ann/mood.json", "good", headers=bearer(ANN))
     entry = secured.history(1)[0]
@@ -130,6 +157,11 @@ def test_the_log_never_shows_a_secret(secured):
     log = secured.server.log()
     assert "GET /public.json?auth=***&print=pretty 200 ann" in log
     assert ANN not in log and ADMIN not in log
+    # Starlette percent-decodes parameter names: %61uth is auth, and must be hidden too
+    for query in (f"%61uth={ANN}", f"a%75th={ANN}", f"print=pretty&%61%75%74%68={ANN}"):
+        status, _h, _d = secured.request("GET", f"/public.json?{query}")
+        assert status == 200, query  # the secret was taken as the token...
+    assert ANN not in secured.server.log()  # ...and is not in the log
 
 
 def test_console_page_needs_no_token_and_holds_no_data(secured):
@@ -153,10 +185,26 @@ def test_console_page_needs_no_token_and_holds_no_data(secured):
     ({"tokens": [{"name": "a", "secret": "x" * 16}, {"name": "a", "secret": "y" * 16}]}, "used twice"),
     ({"tokens": [{"name": "a", "secret": "x" * 16}, {"name": "b", "secret": "x" * 16}]}, "same secret"),
     ({"tokens": [{"name": "a", "secret": "x" * 16}], "more": 1}, "expected"),
+    # a header carries bytes Starlette reads as latin-1, and is stripped: such a secret
+    # would never match as 'Authorization: Bearer ...'
+    ({"tokens": [{"name": "a", "secret": "p\u00e4ssw\u00f6rd-0123456789"}]}, "visible ASCII"),
+    ({"tokens": [{"name": "a", "secret": " leading-space-0123456789"}]}, "visible ASCII"),
+    ({"tokens": [{"name": "a", "secret": "inner space 0123456789"}]}, "visible ASCII"),
+    ({"tokens": [{"name": "a", "secret": "tab\t0123456789abcdef"}]}, "visible ASCII"),
 ])
 def test_bad_tokens_files_are_refused_with_a_reason(document, words):
     with pytest.raises(Error, match=words):
         access.parse(document, "t.json")
+
+
+def test_a_key_given_twice_in_the_tokens_file_is_refused(tmp_path):
+    """JSON keeps the last of two equal keys: a second "write" would silently win."""
+    entry = ('{"name": "a", "secret": "%s", "write": ["/users/a"], "write": ["/"]}' % ("x" * 16))
+    for text in ('{"tokens": [%s]}' % entry,
+                 '{"tokens": [], "tokens": [{"name": "a", "secret": "%s"}]}' % ("x" * 16)):
+        (tmp_path / "t.json").write_text(text)
+        with pytest.raises(Error, match="given twice"):
+            access.Tokens.load(tmp_path / "t.json")
 
 
 def test_a_bad_tokens_file_stops_the_command_before_serving(tmp_path):

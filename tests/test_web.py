@@ -497,6 +497,13 @@ def test_methods_not_allowed_are_405(fsite, method, path, allow):
         assert "PUT" in headers["allow"] and "DELETE" in headers["allow"]
 
 
+@pytest.mark.parametrize("n", ["%C2%B2", "%D9%A8", "-1", "1001", "1.5", "", "x"])
+def test_history_n_must_be_ascii_digits(fsite, n):
+    """'\u00b2'.isdigit() is True and int() refuses it: a 400, not a 500."""
+    status, _h, data = fsite.request("GET", f"/.history.json?n={n}")
+    assert status == 400 and "n must be a whole number" in json.loads(data)["error"], data
+
+
 def test_unknown_pages_are_404_json(fsite):
     status, _h, data = fsite.request("GET", "/.console/secret.txt")
     assert status == 404 and "error" in json.loads(data)
@@ -523,6 +530,95 @@ def test_bodies_over_the_limit_are_413_and_read_no_further(tmp_path, request):
         conn.close()
     assert site.value("big") is None
     assert site.send("PUT", "/big.json", "x" * 900)[0] == 200
+
+
+def send_head(site, head, chunk=64 * 1024):
+    """Send ``head`` (a request's first bytes) in chunks; the status line the server
+    answered with and how many bytes it took before it closed (or all of them)."""
+    import socket
+    sent = 0
+    with socket.create_connection((site.host, site.port), timeout=60) as sock:
+        try:
+            while sent < len(head):
+                sock.sendall(head[sent:sent + chunk])
+                sent += chunk
+        except OSError:  # the server closed the connection: what did it say?
+            pass
+        answer = b""
+        try:
+            while part := sock.recv(65536):
+                answer += part
+        except OSError:
+            pass
+    return answer.split(b"\r\n", 1)[0], min(sent, len(head)), answer
+
+
+@pytest.mark.parametrize("where", ["header", "url", "many headers"])
+def test_a_huge_request_head_is_431_and_not_buffered(fsite, where):
+    """httptools (uvicorn's parser) buffers a header or URL of any size: one client
+    sending 300 MB of header grew the server by 360 MB. The head is limited to 64 KiB."""
+    big = 8 * 1024 * 1024
+    if where == "header":
+        head = b"GET /x.json HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"a" * big
+    elif where == "url":
+        head = b"GET /" + b"a" * big
+    else:
+        head = b"GET /x.json HTTP/1.1\r\nHost: 127.0.0.1\r\n" + b"X-A: b\r\n" * (big // 8)
+    status_line, sent, answer = send_head(fsite, head)
+    assert status_line == b"HTTP/1.1 431 Request Header Fields Too Large", answer[:300]
+    assert b"64 KiB" in answer and sent < big  # refused long before it was all sent
+    # a head just under the limit is fine, and the server still answers
+    fine = (b"GET /x.json HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"a" * 60_000 +
+            b"\r\nConnection: close\r\n\r\n")
+    assert send_head(fsite, fine)[0] == b"HTTP/1.1 200 OK"
+
+
+def test_connections_that_send_no_whole_head_are_closed(fsite):
+    """Without a head timeout an idle or half-sent connection stayed open for good: enough
+    of them (no token needed) exhaust the server's file descriptors. 408 after 30 s."""
+    import socket
+    from zpydb.web.protocol import HEAD_TIMEOUT
+    sockets = {name: socket.create_connection((fsite.host, fsite.port), timeout=5)
+               for name in ("idle", "half a head", "a byte a second")}
+    sockets["half a head"].sendall(b"GET /x.json HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+    slow = iter(b"GET /x.json HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + b"a" * 1000)
+    started, answers = time.monotonic(), {}
+    while len(answers) < len(sockets) and time.monotonic() - started < 4 * HEAD_TIMEOUT:
+        for name, sock in sockets.items():
+            if name in answers:
+                continue
+            try:
+                if name == "a byte a second":
+                    sock.sendall(bytes([next(slow)]))
+                sock.settimeout(1 / len(sockets))
+                answers[name] = (sock.recv(65536), time.monotonic() - started)
+            except socket.timeout:
+                pass
+            except OSError as exc:
+                answers[name] = (repr(exc).encode(), time.monotonic() - started)
+    for sock in sockets.values():
+        sock.close()
+    assert set(answers) == set(sockets), answers
+    for name, (answer, elapsed) in answers.items():
+        assert answer.startswith(b"HTTP/1.1 408 Request Timeout"), (name, answer)
+        assert HEAD_TIMEOUT - 2 < elapsed < 3 * HEAD_TIMEOUT, (name, elapsed)
+    assert fsite.request("GET", "/.json")[0] == 200
+
+
+def test_big_bodies_and_pipelined_requests_are_not_mistaken_for_a_head(fsite):
+    """The head limit counts only head bytes: a body many reads long, and requests
+    sent back to back on one connection, are answered as before."""
+    value = "x" * (6 * 1024 * 1024)
+    for method, path in (("PUT", "/bigbody/put.json"), ("POST", "/bigbody.json")):
+        status, _h, data = fsite.request(method, path, json.dumps(value))
+        assert status == 200, (method, status, data[:200])
+    assert fsite.value("bigbody", json.loads(data)["name"]) == value
+    one = b'PUT /piped.json HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: %d\r\n\r\n%s'
+    body = json.dumps("y" * 100_000).encode()
+    piped = b"".join(one % (len(body), body) for _ in range(20)) + (
+        b"GET /piped.json HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+    status_line, _sent, answer = send_head(fsite, piped, chunk=len(piped))
+    assert answer.count(b"HTTP/1.1 200 OK") == 21 and b"431" not in answer, answer[-300:]
 
 
 def test_unicode_and_lone_surrogates(fsite):
@@ -605,6 +701,8 @@ def test_without_tokens_only_loopback_addresses(tmp_path, address):
 @pytest.mark.parametrize("args,words", [
     (["--address", "nonsense"], "HOST:PORT"),
     (["--address", "127.0.0.1:99999"], "HOST:PORT"),
+    (["--address", "127.0.0.1:8\u00b2"], "HOST:PORT"),        # isdigit() but not int()
+    (["--address", "127.0.0.1:\u0668\u0661\u0661\u0660"], "HOST:PORT"),  # Arabic-Indic 8110
     (["--tls-cert", "missing.pem", "--tls-key", "missing.pem"], "no such --tls-cert file"),
     (["--tls-cert", __file__], "go together"),
     (["--tokens", "missing.json"], "no such --tokens file"),

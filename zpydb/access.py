@@ -74,7 +74,10 @@ class Tokens:
         """Read and check the whole file; Error naming the file and the entry otherwise."""
         try:
             with open(path, encoding="utf-8") as stream:
-                document = json.load(stream)
+                document = json.load(stream, object_pairs_hook=_unique_keys)
+        except _DuplicateKey as exc:
+            raise Error(f"tokens file {path}: the key {exc} is given twice in one object "
+                        f"(JSON would keep the last one silently)") from None
         except (OSError, UnicodeError, ValueError) as exc:
             raise Error(f"tokens file {path}: cannot read it as JSON ({exc})") from None
         return cls(parse(document, path))
@@ -95,9 +98,26 @@ class Tokens:
         return found
 
 
-def require_read(token, location):
+class _DuplicateKey(Exception):
+    pass
+
+
+def _unique_keys(pairs):
+    """json's object hook that refuses a key given twice (a second "write" must not win)."""
+    document = {}
+    for key, value in pairs:
+        if key in document:
+            raise _DuplicateKey(json.dumps(key))
+        document[key] = value
+    return document
+
+
+def require_read(token, location, why=None):
+    """ForbiddenError unless ``token`` (None: no tokens file) may read ``location``;
+    ``why``: what in the request reads (a write's if-match), for the message."""
     if token is not None and not token.may_read(location):
-        raise ForbiddenError(f"token {token.name!r} may not read {location.url}")
+        reason = f" ({why})" if why else ""
+        raise ForbiddenError(f"token {token.name!r} may not read {location.url}{reason}")
 
 
 def require_write(token, location):
@@ -137,6 +157,12 @@ def _entry(entry, where):
     if not isinstance(secret, str) or len(secret) < MIN_SECRET_LENGTH:
         raise Error(f"{where} ({name}): secret must be a string of at least "
                     f"{MIN_SECRET_LENGTH} characters")
+    if not all("!" <= char <= "~" for char in secret):
+        # an HTTP header is read as latin-1 and 'Bearer  x ' is stripped: a secret with
+        # other characters could only ever work as ?auth=, never as the header
+        raise Error(f"{where} ({name}): secret must be visible ASCII characters only "
+                    f"(no spaces, tabs or accents), so that it works in an "
+                    f"'Authorization: Bearer' header")
     return Token(name, hashlib.sha256(secret.encode("utf-8")).digest(),
                  _prefixes(entry.get("read", []), f"{where} ({name}) read"),
                  _prefixes(entry.get("write", []), f"{where} ({name}) write"))

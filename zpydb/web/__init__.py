@@ -16,6 +16,7 @@ any other.
 
 import ipaddress
 import logging
+import re
 import signal
 import sys
 
@@ -63,7 +64,7 @@ def register_commands(subparsers):
 def parse_address(text):
     """``HOST:PORT`` or ``[IPv6]:PORT`` -> (host, port); WebUsageError otherwise."""
     host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536 or not host:
+    if not sep or not re.fullmatch(r"[0-9]+", port) or not 0 < int(port) < 65536 or not host:
         raise WebUsageError(f"--address must be HOST:PORT (like {DEFAULT_ADDRESS} or "
                             f"[::1]:8110), not {text!r}")
     if host.startswith("[") and host.endswith("]"):
@@ -115,6 +116,7 @@ def serve(args):
     from .. import access
     from ..database import connect
     from .app import Config, make_app
+    from .protocol import BoundedHttpToolsProtocol
 
     host, port = parse_address(args.address)
     tokens = access.Tokens.load(args.tokens) if args.tokens else None
@@ -140,7 +142,8 @@ def serve(args):
         server = uvicorn.Server(uvicorn.Config(
             app, host=host, port=port, log_level="warning", access_log=False,
             ssl_certfile=args.tls_cert, ssl_keyfile=args.tls_key, lifespan="off",
-            server_header=False, timeout_graceful_shutdown=10))
+            server_header=False, timeout_graceful_shutdown=10,
+            http=BoundedHttpToolsProtocol, ws="none"))
         # uvicorn drains on SIGTERM, then raises the signal again with the handler it
         # found: with this one the database is closed (Data.fs.index written) before exit
         signal.signal(signal.SIGTERM, _exit_on_sigterm)

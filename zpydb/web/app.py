@@ -15,12 +15,15 @@ Routes::
 
 Every error is JSON ``{"error": "..."}`` with its status (400 bad request,
 401/403 access, 405 method, 409 conflict/undo, 412 if-match, 413 body too
-large, 503 storage unreachable, 500 anything else, logged).
+large, 503 storage unreachable, 500 anything else, logged; 431 for a request
+head over 64 KiB comes from protocol.py, before the app).
 """
 
 import logging
+import re
 import time
 from importlib import resources
+from urllib.parse import unquote_plus
 
 import anyio
 from starlette.applications import Starlette
@@ -44,6 +47,9 @@ CONSOLE_FILES = {"index.html": "text/html; charset=utf-8",
 REST_METHODS = ["GET", "HEAD", "PUT", "PATCH", "POST", "DELETE"]
 WRITES = {"PUT", "PATCH", "POST", "DELETE"}
 HISTORY_DEFAULT, HISTORY_MAX = 50, 1000
+#: A number in a parameter or header: ASCII digits only (``"\u00b2".isdigit()`` is True,
+#: and int() refuses it; int() takes Arabic-Indic digits that nobody means).
+_DIGITS = re.compile(r"[0-9]+")
 
 STATUS = [  # the first class that matches decides
     (errors.PayloadTooLargeError, 413),
@@ -134,11 +140,16 @@ class _Handlers:
             return _json(document, options, tag, head=request.method == "HEAD")
         if request.method != "PATCH":
             access.require_write(token, location)  # before reading any body
+        if_match = request.headers.get("if-match")
+        if if_match is not None or options.want_etag:
+            # a 412 answers the current value and ETag, and an ETag is a hash of the
+            # value: a conditional write reads, so it needs read as well as write
+            access.require_read(token, location, "if-match and X-Firebase-ETag show the "
+                                                 "value there (or its hash)")
         body = await _body(request, self.config.max_body, location)
         if request.method == "PATCH" and token is not None:
             _require_patch_children(token, location, body)
         user = token.name if token is not None else None
-        if_match = request.headers.get("if-match")
         try:
             answer, tag = await self.work(
                 self.service.write, request.method, location, body, if_match=if_match,
@@ -164,7 +175,7 @@ class _Handlers:
         token = self.identify(request)
         access.require_read(token, rest.Location("/ (the history shows every change)", ()))
         text = request.query_params.get("n", str(HISTORY_DEFAULT))
-        if not text.isdigit() or not 0 <= int(text) <= HISTORY_MAX:
+        if not _DIGITS.fullmatch(text) or not 0 <= int(text) <= HISTORY_MAX:
             raise errors.RequestError("/.history.json",
                                       f"n must be a whole number 0..{HISTORY_MAX}, not {text[:20]!r}")
         options = _Options(request, known=("n",))
@@ -234,7 +245,7 @@ class _Options:
 async def _body(request, limit, location):
     """The request body, refused with 413 past ``limit`` bytes (before reading it all)."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and _DIGITS.fullmatch(declared) and int(declared) > limit:
         raise errors.PayloadTooLargeError(location.url, f"the body has {int(declared):,} "
                                           f"bytes; this server takes at most {limit:,}")
     chunks, size = [], 0
@@ -354,10 +365,20 @@ def _host_name(host):
 
 
 def _redacted(scope):
-    """The path and query for the log, with ``auth=`` values hidden."""
+    """The path and query for the log, with ``auth=`` values hidden.
+
+    A parameter is the token when its name *decodes* to ``auth`` (Starlette
+    percent-decodes names: ``%61uth=SECRET`` authenticates), so names are
+    compared decoded, the way the request was read.
+    """
     path = scope.get("raw_path", b"").decode("latin-1") or scope.get("path", "")
     query = scope.get("query_string", b"").decode("latin-1")
     if not query:
         return path
-    parts = [("auth=***" if part.startswith("auth=") else part) for part in query.split("&")]
+    parts = [(f"{part.partition('=')[0]}=***" if _is_auth(part) else part)
+             for part in query.split("&")]
     return f"{path}?{'&'.join(parts)}"
+
+
+def _is_auth(part):
+    return unquote_plus(part.partition("=")[0], errors="replace") == "auth"
