@@ -171,6 +171,7 @@ class Watch:
         self._memo = _memo_of(self._db)
         self._events = collections.deque()
         self._closed = False
+        self._start_point = None
         self._failures = _Failures()
         self._source = self._make_source()
         self._finalizer = weakref.finalize(self, self._source.close)
@@ -205,6 +206,7 @@ class Watch:
         return self
 
     def __next__(self):
+        self._start_point = None  # the starting value is not kept past the first change
         deadline = None if self._timeout is None else time.monotonic() + self._timeout
         try:
             while not self._events:
@@ -224,6 +226,17 @@ class Watch:
             self.close()  # the database was closed, or history is gone: nothing to go on with
             raise
         return self._events.popleft()
+
+    def starting_point(self):
+        """``(id, value)``: the id the watch starts after and the path's value there (a
+        plain copy, None where nothing is), read at that same snapshot; only before the
+        first ``next()``.  Showing this value and then applying every change loses
+        nothing in between (``zpydb web``'s streams send it as their first event)."""
+        if self._start_point is None:
+            raise errors.Error(f"{self._expr}: starting_point() is only known before the "
+                               f"first change is taken")
+        tid, value = self._start_point
+        return tid.hex(), (None if value is _ABSENT else _copy(value))
 
     def close(self):
         """Stop watching: later ``next()`` calls end the iteration at once."""
@@ -254,6 +267,7 @@ class Watch:
                     self._source.catch_up()  # read the log from there at the first next()
                 self._tid = since
                 self._value, self._deps = self._read_at(since)
+                self._start_point = (since, self._value)
         except _Retry as retry:
             raise errors.DisconnectedError(
                 f"{self._session.name}: cannot start watching {self._expr}: "
@@ -610,6 +624,12 @@ def _same(a, b):
             except Exception:
                 return False
     return True
+
+
+def same_value(a, b):
+    """Whether two plain values are the same as the feed judges it (``1``, ``1.0`` and
+    ``True`` differ; NaN is itself): zpydb web's streams diff changes with it."""
+    return _same(a, b)
 
 
 def _text(value):

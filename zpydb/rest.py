@@ -600,6 +600,11 @@ class Service:
         answer = {"name": result["name"]} if method == "POST" else document
         return answer, result.get("etag")
 
+    def steps(self, location):
+        """The typed steps ``location`` names now (a list's items by int): what a stream
+        of it watches."""
+        return self._read(lambda root, reads: walk(root, location, reads).steps)
+
     def current_etag(self, location):
         return etag(self._read(lambda root, reads: read(root, location, reads)))
 

@@ -4,8 +4,10 @@ Handlers are ``async``; every call into ZODB runs in a worker thread
 (``anyio.to_thread.run_sync`` with one ``CapacityLimiter``, so at most
 ``threads`` ZODB connections work at once), and the event loop only parses,
 checks and answers.  The app keeps no state of its own: the data, the undo
-log and the history are the database's.  A streaming endpoint (Server-Sent
-Events) fits beside these as one more async route.
+log and the history are the database's.  ``GET /path.json`` with ``Accept:
+text/event-stream`` is a stream of Server-Sent Events (zpydb/web/stream.py):
+one thread per stream iterates its change feed, apart from the ``threads``
+that serve requests.
 
 Routes::
 
@@ -33,6 +35,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from .. import access, errors, rest
+from . import stream
 
 log = logging.getLogger("zpydb.web")
 
@@ -72,8 +75,11 @@ class Config:
     """What the app needs besides the database (all checked by the command first)."""
 
     def __init__(self, tokens=None, max_body=rest.DEFAULT_INLINE_LIMIT, threads=8,
-                 loopback_only=True):
+                 loopback_only=True, keepalive=stream.DEFAULT_KEEPALIVE,
+                 max_streams=stream.DEFAULT_MAX_STREAMS):
         self.tokens = tokens
+        self.keepalive = keepalive
+        self.max_streams = max_streams
         self.max_body = max_body
         self.threads = threads
         self.loopback_only = loopback_only
@@ -90,7 +96,8 @@ def make_app(db, config):
     async def work(func, *args, **kwargs):
         return await anyio.to_thread.run_sync(lambda: func(*args, **kwargs), limiter=limiter)
 
-    handlers = _Handlers(service, config, work)
+    streams = stream.Streams(config.max_streams)
+    handlers = _Handlers(service, config, work, streams)
     routes = [
         Route("/", handlers.console_page, methods=["GET"]),
         Route("/.console/{name}", handlers.console_file, methods=["GET"]),
@@ -102,12 +109,14 @@ def make_app(db, config):
     app = Starlette(routes=routes, exception_handlers={
         HTTPException: _http_error, errors.Error: _zpydb_error, Exception: _crash})
     app.add_middleware(_Guard, config=config)
+    app.state.streams = streams  # the command ends them when the server shuts down
     return app
 
 
 class _Handlers:
-    def __init__(self, service, config, work):
+    def __init__(self, service, config, work, streams):
         self.service, self.config, self.work = service, config, work
+        self.streams = streams
 
     def identify(self, request):
         """The request's Token, or None when the server has no tokens file."""
@@ -133,6 +142,9 @@ class _Handlers:
                                        request.url.path.encode("utf-8"))
         token = self.identify(request)
         options = _Options(request, location, known=("shallow",))
+        if request.method == "GET" and _wants_events(request):
+            access.require_read(token, location)
+            return await self.stream(request, location)
         if request.method in ("GET", "HEAD"):
             access.require_read(token, location)
             document, tag = await self.work(self.service.get, location, options.shallow,
@@ -157,6 +169,18 @@ class _Handlers:
         except errors.PreconditionFailedError as exc:
             return _json(exc.current, options, exc.etag, status=412)
         return _json(answer, options, tag)
+
+    async def stream(self, request, location):
+        """Server-Sent Events of ``location`` (stream.py); ``Last-Event-ID`` resumes."""
+        options = _Options(request, location)
+        if options.print is not None:
+            raise errors.RequestError(location.url, "print is for JSON answers, not streams")
+        steps = await self.work(self.service.steps, location)
+        since = request.headers.get("last-event-id", "").strip() or None
+        feed = stream.Stream(self.service, location, steps, since, self.config.keepalive)
+        self.streams.add(feed, location.url)
+        feed.start()
+        return stream.EventStreamResponse(feed, self.streams)
 
     async def undo(self, request):
         return await self._undo_redo(request, self.service.undo, "undone")
@@ -195,6 +219,12 @@ class _Handlers:
         return Response(content, media_type=CONSOLE_FILES[name],
                         headers={"Content-Security-Policy": CONSOLE_POLICY,
                                  "Cache-Control": "no-cache"})
+
+
+def _wants_events(request):
+    accept = request.headers.get("accept", "")
+    return any(part.split(";")[0].strip().lower() == "text/event-stream"
+               for part in accept.split(","))
 
 
 def _allowed_elsewhere(path):
