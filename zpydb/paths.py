@@ -173,6 +173,24 @@ class Path:
             return []
         return [k for k in value if isinstance(k, (str, int))]
 
+    # -- the past (pathhistory.py, timetravel.py) ---------------------------
+    def history(self, n=10):
+        """The last ``n`` changes of the value here, newest first.
+
+        Dicts of ``id``, ``time``, ``user``, ``note``, ``value`` (a plain copy of
+        the value after the change) and ``deleted`` (the path did not exist
+        after it).  Costs grow with ``n`` and the changes of the records on
+        this path, not with the database's history (pathhistory.py).
+        """
+        from .pathhistory import path_history
+        return path_history(self._executor, self._steps, n)
+
+    def diff(self, a, b=None):
+        """The JSON Patch (RFC 6902) from the value here as at ``a`` to it as at ``b``
+        (default: now), pointers relative to this path; see ``db.at`` for ``when``."""
+        from .timetravel import diff
+        return diff(self._executor, self._steps, a, b)
+
     # -- writing ----------------------------------------------------------
     def __setitem__(self, key, value):
         key = _key(key)
