@@ -40,11 +40,11 @@ import math
 from ZODB.POSException import POSKeyError
 from ZODB.utils import z64
 
-from . import errors, interrupts, ops
-from .session import data_root
+from . import errors, interrupts, ops, written
+from .session import DATA_KEY, data_root
 from .timetravel import Past, latest_before, open_past, release, time_of
 from .translate import translate_errors
-from .undo import _check_count, _text
+from .undo import CHANGES, _check_count, _text
 
 #: Path errors that mean "the path does not exist in this state".
 ABSENT = (errors.KeyNotFoundError, errors.BadIndexError, errors.NotAContainerError)
@@ -53,12 +53,17 @@ FIRST_BATCH = 16
 
 
 class _State:
-    """The value at the path in one state, and the newest record read for it."""
+    """The value at the path in one state, and the records read for it (oid -> serial)."""
 
-    __slots__ = ("exists", "value", "newest", "oid")
+    __slots__ = ("exists", "value", "serials")
 
-    def __init__(self, exists, value, newest, oid):
-        self.exists, self.value, self.newest, self.oid = exists, value, newest, oid
+    def __init__(self, exists, value, serials):
+        self.exists, self.value, self.serials = exists, value, serials
+
+    def newest(self):
+        """(the newest serial, the oids of the records it wrote)."""
+        newest = max(self.serials.values(), default=z64)
+        return newest, [oid for oid, serial in self.serials.items() if serial == newest]
 
     def differs(self, other):
         return self.exists != other.exists or (self.exists and not same(self.value, other.value))
@@ -80,8 +85,8 @@ class Walk:
     """One walk back through the states of one path (see the module docstring).
 
     It holds the historical connection of its latest probe until the next one
-    (the metadata of a change is read through it: a fresh view of the storage,
-    which RelStorage's shared instance may not have), and releases it at the end.
+    (metadata is read through it: a fresh view of the storage, which
+    RelStorage's shared instance may not have), and releases it at the end.
     """
 
     def __init__(self, session, steps):
@@ -89,22 +94,53 @@ class Walk:
         self.steps = tuple(steps)
         self.records = {}   # oid -> (its history entries, newest first; complete?)
         self.probes = 0     # historical reads made (the cost; tests look at it)
+        self.skipped = 0    # transactions passed over on their metadata alone
         self.conn = None
 
     def changes(self, before, n):
         found = []
         try:
             state = self.probe(before) if n else None
-            while state is not None and state.newest > z64 and len(found) < n:
-                older = self.probe(state.newest)
+            while state is not None and len(found) < n:
+                tid, writers = state.newest()
+                if tid == z64:
+                    break
+                if len(writers) == 1:
+                    previous = self.passed_over(writers[0], tid)
+                    if previous is not None:
+                        state.serials[writers[0]] = previous
+                        self.skipped += 1
+                        continue
+                older = self.probe(tid)
                 if older is None:
                     break  # nothing kept before it: whether it changed the value is unknown
                 if state.differs(older):
-                    found.append(self.entry(state))
+                    found.append(self.entry(tid, writers[0], state))
                 state = older
         finally:
             self._drop()
         return found
+
+    def passed_over(self, oid, tid):
+        """The serial record ``oid`` had before ``tid``, if ``tid`` cannot have changed
+        the value: its metadata says it wrote other paths only (written.py).  Else None.
+
+        Only for a transaction that wrote ONE record on the path: a bucket
+        split or a new parent writes two (the parent and the new child), and
+        then the path goes through other records before it, so it is read.
+        """
+        index, revisions = self.revision(oid, tid)
+        if index is None:
+            return None
+        meta = revisions[index]
+        if meta.get(DATA_KEY) not in CHANGES or written.may_change(meta.get(written.KEY),
+                                                                   self.steps):
+            return None
+        if index + 1 >= len(revisions):
+            index, revisions = self.revision(oid, tid, more=True)
+            if index is None or index + 1 >= len(revisions):
+                return None  # created by it (or its older revisions are packed away)
+        return revisions[index + 1].get("tid")
 
     def probe(self, before):
         """The value at the path in the state before tid ``before``, or None if not kept."""
@@ -127,18 +163,14 @@ class Walk:
             value, exists = ops.read(data_root(conn), self.steps), True
         except ABSENT:
             value, exists = None, False
-        newest, oid = z64, None
         # The cache of this fresh historical connection holds exactly the records
-        # the read loaded (ZODB's root, the path, the value): the newest wrote last.
-        for key, obj in conn._cache.lru_items():
-            serial = obj._p_serial
-            if serial > newest:
-                newest, oid = serial, key
-        return _State(exists, value, newest, oid)
+        # the read loaded (ZODB's root, the path, the value), each at its serial.
+        serials = {oid: obj._p_serial for oid, obj in conn._cache.lru_items()}
+        return _State(exists, value, serials)
 
-    def entry(self, state):
-        tid = state.newest
-        meta = self.metadata(state.oid, tid)
+    def entry(self, tid, oid, state):
+        index, revisions = self.revision(oid, tid)
+        meta = revisions[index] if index is not None else {}
         return {
             "id": tid.hex(),
             "time": time_of(tid),
@@ -148,25 +180,28 @@ class Walk:
             "deleted": not state.exists,
         }
 
-    def metadata(self, oid, tid):
-        """The storage's history entry of record ``oid`` written by ``tid`` ({} if none).
+    def revision(self, oid, tid, more=False):
+        """(index of ``tid``'s revision, the revisions of record ``oid`` newest first).
 
-        Fetched in batches that double (FileStorage walks a record's revisions
-        from the newest) and kept for the walk: the next change is usually
-        further down the same record's history.
+        The storage's per-record history (with each transaction's metadata),
+        fetched in batches that double (FileStorage walks a record's revisions
+        from the newest) and kept for the walk.  ``more``: make sure the
+        revision after it (the one before in time) is fetched too.  Index
+        None: not in the record's history.
         """
-        revisions, complete = self.records.get(oid, ((), False))
+        revisions, complete, where = self.records.get(oid, ((), False, {}))
         while True:
-            for revision in revisions:
-                if revision.get("tid") == tid:
-                    return revision
-            if complete or (revisions and revisions[-1].get("tid", tid) < tid):
-                return {}
+            index = where.get(tid)
+            if index is not None and (not more or complete or index + 1 < len(revisions)):
+                return index, revisions
+            if complete or (index is None and revisions and revisions[-1].get("tid", tid) < tid):
+                return index, revisions
             size = max(FIRST_BATCH, 2 * len(revisions))
             with translate_errors(self.session.name), interrupts.deferred():
                 revisions = self.conn._storage.history(oid, size=size) or []
             complete = len(revisions) < size
-            self.records[oid] = (revisions, complete)
+            where = {revision.get("tid"): number for number, revision in enumerate(revisions)}
+            self.records[oid] = (revisions, complete, where)
 
 
 def same(a, b):
@@ -178,11 +213,9 @@ def same(a, b):
         if type(a) is not type(b):
             return False
         if isinstance(a, dict):
-            if len(a) != len(b):
+            if a.keys() != b.keys():
                 return False
-            for (ka, va), (kb, vb) in zip(a.items(), b.items()):
-                stack.append((ka, kb))
-                stack.append((va, vb))
+            stack.extend((value, b[key]) for key, value in a.items())
         elif isinstance(a, (list, tuple)):
             if len(a) != len(b):
                 return False

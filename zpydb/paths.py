@@ -27,7 +27,8 @@ change, so no hash can match ``==``), and ``isinstance``, ``is``, ``json``,
 ``copy`` and ``pickle`` see the reference: use ``p.value()`` there.
 
 A Path runs its operations through an *executor* (transactions.py's
-``Autocommit`` and ``Block``): ``read(op)`` and ``write(op, note)``, where
+``Autocommit`` and ``Block``): ``read(op)`` and ``write(op, note, wrote)``
+(``wrote``: the path it writes to, written.py), where
 ``op(root, reads)`` is an ops.py call and ``reads`` the executor's read
 tracker, so the same proxy code serves both.
 """
@@ -200,12 +201,13 @@ class Path:
         note = f"{ops.format_path(steps)} = {_short_repr(value)}"
         value = _own_or_plain(value, self._executor)
         self._executor.write(
-            lambda root, reads: ops.set_item(root, steps, _resolve(value, root), reads), note)
+            lambda root, reads: ops.set_item(root, steps, _resolve(value, root), reads), note,
+            steps)
 
     def __delitem__(self, key):
         steps = self._steps + (_key(key),)
         self._executor.write(lambda root, reads: ops.del_item(root, steps, reads),
-                             f"del {ops.format_path(steps)}")
+                             f"del {ops.format_path(steps)}", steps)
 
     def _writer(self, name, *args, **kwargs):
         shown = ", ".join([_short_repr(a) for a in args] +
@@ -215,7 +217,7 @@ class Path:
         return self._executor.write(
             lambda root, reads: ops.call_writer(
                 root, self._steps, name, [_resolve(a, root) for a in args], kwargs, reads),
-            note)
+            note, self._steps)
 
     def append(self, value):
         return self._writer("append", value)
@@ -262,7 +264,7 @@ class Path:
         def apply(root, reads):
             return ops.augment(root, steps, symbol, func, _plain(other), reads)
 
-        self._executor.write(apply, note)
+        self._executor.write(apply, note, steps)
         return _Applied(self._executor, steps)
 
     def __iadd__(self, other):

@@ -164,12 +164,18 @@ def release(conn):
     PostgreSQL session, so a path history walking through many states would
     pile them up.  ``_release_resources`` is how ZODB's own pool discards a
     connection (DB.py, ``ConnectionPool._reduce_size``): storage released,
-    cache dropped, closed without going back to the pool.
+    cache dropped, closed without going back to the pool; it is then taken
+    out of the pool's weak set of live connections, as the pool does.
     """
+    db = conn.db()
     try:
         conn._release_resources()
     except Exception:  # the database was closed meanwhile: nothing left to free
         pass
+    with db._lock:  # what DB.open holds while it touches the pools
+        pool = db.historical_pool.pools.get(conn.before)
+        if pool is not None:  # else it counts as open until garbage collected
+            pool.all.discard(conn)
 
 
 def check_kept(session, conn, shown):
@@ -278,7 +284,7 @@ class Past:
                 lambda root, position=position: op(root, ops.UNTRACKED, position, ops.BATCH_SIZE))
             yield from items
 
-    def write(self, op, note):
+    def write(self, op, note, wrote=()):
         raise refused("db", self.label, note)
 
     def database(self, call, refusal):

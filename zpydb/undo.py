@@ -51,7 +51,7 @@ import re
 from ZODB.POSException import POSKeyError
 from ZODB.POSException import UndoError as POSUndoError
 
-from . import errors, interrupts, nodes
+from . import errors, interrupts, nodes, written
 from .session import DATA_KEY
 from .transactions import describe_transaction
 from .translate import translate_errors
@@ -292,7 +292,10 @@ def _apply(session, entry, kind):
         with translate_errors(session.name):
             txn = tm.begin()
             session.db.undo(entry["id"], txn)
-            describe_transaction(txn, note, kind, **{TARGET_KEY: entry["id"]})
+            # it changes back what the target changed: the same paths (written.py)
+            paths = entry.get(written.KEY)
+            describe_transaction(txn, note, kind, **{TARGET_KEY: entry["id"]},
+                                 **({written.KEY: paths} if isinstance(paths, list) else {}))
             try:
                 tm.commit()
             except POSUndoError as exc:  # before translate_errors, whose str(exc) can fail
