@@ -77,7 +77,10 @@ class Database(Path):
         in-memory database or inside an open block; see zpydb/pack.py.
         """
         _pack.check_days(days)  # a bad argument first, as before
-        self._executor.database(lambda session: _pack.pack(session, days), _pack.refusal)
+        try:
+            self._executor.database(lambda session: _pack.pack(session, days), _pack.refusal)
+        finally:
+            _timetravel.forget_kept(self._session)  # what db.at() can reach has changed
 
     def save(self):
         """Does nothing, on purpose: kept so pyzdb scripts run unchanged.

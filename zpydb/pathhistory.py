@@ -42,7 +42,7 @@ from ZODB.utils import z64
 
 from . import errors, interrupts, ops, written
 from .session import DATA_KEY, data_root
-from .timetravel import Past, latest_before, open_past, release, time_of
+from .timetravel import Past, kept_from, latest_before, open_past, release, time_of
 from .translate import translate_errors
 from .undo import CHANGES, _check_count, _text
 
@@ -96,6 +96,7 @@ class Walk:
         self.probes = 0     # historical reads made (the cost; tests look at it)
         self.skipped = 0    # transactions passed over on their metadata alone
         self.conn = None
+        self.kept = kept_from(session)  # states before it are not kept whole
 
     def changes(self, before, n):
         found = []
@@ -144,6 +145,8 @@ class Walk:
 
     def probe(self, before):
         """The value at the path in the state before tid ``before``, or None if not kept."""
+        if self.kept is not None and before < self.kept:
+            return None
         self.probes += 1
         self._drop()
         with translate_errors(self.session.name), interrupts.deferred():

@@ -14,7 +14,8 @@ nothing to the stored data for this; it only
   past unchanged (``value()``, operators, ``len``, iteration in batches,
   export), while every write raises PastIsReadOnlyError naming the path;
 * refuses, with HistoryNotKeptError saying what is kept, a state the storage
-  no longer has (before the first transaction, or dropped by a pack).
+  no longer has (before the first transaction, or dropped by a pack:
+  :func:`kept_from`).
 
 A snapshot holds ONE historical connection for its life (its object cache
 stays warm: the past never changes, so nothing is ever invalidated) behind a
@@ -178,7 +179,73 @@ def release(conn):
             pool.all.discard(conn)
 
 
-def check_kept(session, conn, shown):
+def check_kept(session, before, shown):
+    """HistoryNotKeptError unless the state before tid ``before`` is one the storage keeps."""
+    boundary = kept_from(session)
+    if boundary is not None and before < boundary:
+        raise not_kept(session, shown)
+
+
+def not_kept(session, shown):
+    """HistoryNotKeptError for a state asked as ``shown``, saying what is kept."""
+    boundary = kept_from(session)
+    if boundary is None:
+        return errors.HistoryNotKeptError(
+            f"{session.name}: the state as at {shown} is not kept (packed away, or before "
+            f"the database's first transaction)", when=shown)
+    oldest = p64(u64(boundary) - 1)
+    return errors.HistoryNotKeptError(
+        f"{session.name}: the state as at {shown} is not kept (packed away, or before the "
+        f"database's first transaction); the oldest state kept is the one after transaction "
+        f"{oldest.hex()} of {time_of(oldest):%Y-%m-%d %H:%M:%S} (db.at({oldest.hex()!r}))",
+        when=shown, oldest=time_of(oldest), oldest_id=oldest.hex())
+
+
+_kept = weakref.WeakKeyDictionary()  # session -> the `before` of the oldest state kept
+
+
+def kept_from(session, refresh=False):
+    """The smallest ``before`` whose state the storage keeps whole, or None if unknown.
+
+    Every backend here lists transactions oldest first (``storage.iterator()``)
+    and marks those a pack has thinned out with status ``'p'``, a prefix of the
+    list: states from just after the newest of those on are kept whole (that
+    is the state at the pack), older ones are not (records are gone; a ZEO
+    client may still have some in its cache, which is why this is checked
+    rather than left to a failing load).  Unpacked, the oldest state is the
+    one after the first transaction.  Looked up once per session (a pack
+    through this session looks again; one made by another process is noticed
+    when a read needs a record it dropped).
+    """
+    if not refresh and session in _kept:
+        return _kept[session]
+    boundary = None
+    with translate_errors(session.name), interrupts.deferred():
+        try:
+            transactions = session.db.storage.iterator()
+        except Exception:  # a storage that cannot list its transactions
+            transactions = None
+        if transactions is not None:
+            try:
+                for record in transactions:
+                    if record.status != "p":  # the first transaction a pack left whole
+                        boundary = boundary or p64(u64(record.tid) + 1)
+                        break
+                    boundary = p64(u64(record.tid) + 1)
+            finally:
+                close = getattr(transactions, "close", None)
+                if close is not None:
+                    close()
+    _kept[session] = boundary
+    return boundary
+
+
+def forget_kept(session):
+    """After a pack: what is kept is looked up again."""
+    _kept.pop(session, None)
+
+
+def _check_loaded(session, conn, shown):
     """Load the root and data root of historical ``conn``: HistoryNotKeptError if gone."""
     try:
         root = conn.root()
@@ -187,39 +254,8 @@ def check_kept(session, conn, shown):
         if data is not None:
             data._p_activate()
     except POSKeyError:
+        kept_from(session, refresh=True)
         raise not_kept(session, shown) from None
-
-
-def not_kept(session, shown):
-    """HistoryNotKeptError for a state asked as ``shown``, saying what is kept."""
-    oldest = oldest_kept(session)
-    if oldest is None:
-        kept = "no earlier state is kept"
-    else:
-        kept = (f"the oldest state kept is the one after transaction {oldest.hex()} of "
-                f"{time_of(oldest):%Y-%m-%d %H:%M:%S} (db.at({oldest.hex()!r}))")
-    return errors.HistoryNotKeptError(
-        f"{session.name}: the state as at {shown} is not kept (before the database's "
-        f"first transaction, or packed away); {kept}", when=shown,
-        oldest=None if oldest is None else time_of(oldest),
-        oldest_id=None if oldest is None else oldest.hex())
-
-
-def oldest_kept(session):
-    """The tid of the oldest transaction still in the log (the oldest state kept), or None.
-
-    Only on the error path: it walks the whole log (bounded by undo.MAX_WALK).
-    """
-    from .undo import _entries, tid_of  # the log walk lives in undo.py
-    if not session.db.supportsUndo():
-        return None
-    oldest = None
-    try:
-        for entry in _entries(session):
-            oldest = entry
-    except errors.Error:
-        return None if oldest is None else tid_of(oldest)
-    return None if oldest is None else tid_of(oldest)
 
 
 # -- the executor of db.at(when) --------------------------------------------------------
@@ -243,8 +279,9 @@ class Past:
         self._finalizer = weakref.finalize(self, _release_held, self._held)
         self._finalizer.atexit = False
         with self._lock, translate_errors(session.name), interrupts.deferred():
+            check_kept(session, before, shown)
             conn = self._held[0] = open_past(session, before)
-            check_kept(session, conn, shown)
+            _check_loaded(session, conn, shown)
 
     @property
     def closed(self):
@@ -264,7 +301,8 @@ class Past:
             try:
                 with translate_errors(self.session.name), interrupts.deferred():
                     return func(data_root(conn))
-            except POSKeyError:
+            except POSKeyError:  # packed by another process since kept_from looked
+                kept_from(self.session, refresh=True)
                 raise not_kept(self.session, self.shown) from None
             except errors.PathError as exc:
                 raise _at_time(exc, self.shown) from None
@@ -427,12 +465,14 @@ def at(session, when):
 def read_at(session, before, shown, steps):
     """The plain value at ``steps`` in the state before ``before`` (one historical read)."""
     with translate_errors(session.name), interrupts.deferred():
+        check_kept(session, before, shown)
         conn = open_past(session, before)
         try:
-            check_kept(session, conn, shown)
+            _check_loaded(session, conn, shown)
             try:
                 return ops.read(data_root(conn), steps)
             except POSKeyError:
+                kept_from(session, refresh=True)
                 raise not_kept(session, shown) from None
             except errors.PathError as exc:
                 raise _at_time(exc, shown) from None
