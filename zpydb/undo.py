@@ -295,7 +295,7 @@ def _apply(session, entry, kind):
             # it changes back what the target changed: the same paths (written.py)
             paths = entry.get(written.KEY)
             describe_transaction(txn, note, kind, **{TARGET_KEY: entry["id"]},
-                                 **({written.KEY: paths} if isinstance(paths, list) else {}))
+                                 **({written.KEY: paths} if isinstance(paths, (list, tuple)) else {}))
             try:
                 tm.commit()
             except POSUndoError as exc:  # before translate_errors, whose str(exc) can fail

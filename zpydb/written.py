@@ -15,7 +15,8 @@ the bucket holding ``'x'`` for its neighbour ``'y'`` says so here, and the walk
 neighbour costs a metadata read per change instead of a historical read.
 
 The encoding is plain data (transaction metadata is unpickled with no classes
-at all: safety.py): a list of paths, each a list of steps.  A step that is not
+at all: safety.py): a list of paths, each a list of steps (over ZEO's msgpack
+they come back as tuples; both are read).  A step that is not
 a plain str, int, float, bool or tuple of those, or is long, ends its path
 there (a shorter path covers more: still true).  Too many paths: only their
 first steps; still too many, or a transaction that records nothing: the walk
@@ -70,10 +71,10 @@ def may_change(written, steps):
     ``1.0`` and ``True`` are one dict key), two list indexes when either is
     negative (``-1`` is some index), and a slice matches everything.
     """
-    if not isinstance(written, list):
+    if not isinstance(written, (list, tuple)):  # tuples: as it comes back over ZEO (msgpack)
         return True
     for path in written:
-        if not isinstance(path, list):
+        if not isinstance(path, (list, tuple)):
             return True
         if all(_same_place(a, b) for a, b in zip(path, steps)):
             return True  # one is a prefix of the other (zip stops at the shorter)
@@ -83,9 +84,15 @@ def may_change(written, steps):
 def _same_place(a, b):
     if isinstance(a, slice) or isinstance(b, slice):
         return True
+    a, b = _tuple(a), _tuple(b)
     if type(a) is int and type(b) is int:
         return a == b or a < 0 or b < 0
     try:
         return bool(a == b)
     except Exception:
         return True
+
+
+def _tuple(step):
+    """A tuple key may come back as a list (a transport's choice): compare it as the tuple."""
+    return tuple(_tuple(item) for item in step) if isinstance(step, list) else step
