@@ -21,19 +21,19 @@ import traceback
 
 from tqdm import tqdm
 
-from . import contention, core, procs, report, timetravel
+from . import contention, core, procs, report, timetravel, web
 from .common import MODES, REPO, Env, peak_rss_mb
 
 WORKLOADS = {
     "FS": procs.fs, "W1": core.w1, "R1": core.r1, "S1": procs.s1, "R2": procs.r2,
     "I1": core.i1, "W3": core.w3, "W2": core.w2, "B1": procs.b1, "C1": procs.c1,
-    "F1": procs.f1, "P1": procs.p1, "C2": contention.c2, "H1": timetravel.h1,
-    "T1": timetravel.t1,
+    "F1": procs.f1, "P1": procs.p1, "C2": contention.c2, "H1": web.h1, "L1": core.l1,
+    "V1": timetravel.v1, "V2": timetravel.v2,
 }
 # rough progress ticks per workload (rounds / sizes), for the bar only
 TICKS = {"FS": 1, "W1": "rounds", "R1": "rounds", "S1": 1, "R2": 3, "I1": "rounds",
          "W3": "grow", "W2": "grow", "B1": "bulk", "C1": "clients", "F1": 4, "P1": 2,
-         "C2": "c2", "H1": 4, "T1": "rounds"}
+         "C2": "c2", "H1": "h1", "L1": "rounds", "V1": 4, "V2": "rounds"}
 
 
 def ticks_for(key, mode, env):
@@ -48,6 +48,8 @@ def ticks_for(key, mode, env):
         return len(mode.clients) * (2 if env.pg_url else 1)
     if t == "c2":
         return len(mode.c2_writers) * 2 * mode.c2_rounds
+    if t == "h1":
+        return max(2, mode.rounds - 2)
     return t
 
 

@@ -1,7 +1,7 @@
-"""Time travel workloads: H1 ``path.history(10)`` as the database's history grows,
-T1 reads of ``db.at(t)`` against reads of now.
+"""Time travel workloads: V1 ``path.history(10)`` as the database's history grows,
+V2 reads of ``db.at(t)`` against reads of now.
 
-H1 builds FileStorage databases of 10k and 100k transactions (300 and 3000 in
+V1 builds FileStorage databases of 10k and 100k transactions (300 and 3000 in
 smoke mode) in which one path, ``db['cfg']['port']``, changed 10 times, spread
 evenly; every other transaction writes elsewhere (an events dict, a counter).
 The database is written with raw ZODB commits carrying the metadata zpydb's
@@ -14,7 +14,7 @@ walk must not read the rest of the history).  A second pair of databases has
 data root's bucket that holds ``'cfg'``, a record on the path, so the walk
 reads each of those revisions' metadata (no target; it shows that cost).
 
-T1 compares ``db.at(t)['l'][3]`` with ``db['l'][3]`` (read of now), side by
+V2 compares ``db.at(t)['l'][3]`` with ``db['l'][3]`` (read of now), side by
 side in alternating rounds, on every backend: target >= 0.8x.
 """
 
@@ -112,12 +112,12 @@ def _time_history(path, mode):
     return summarize([count / total], lats)
 
 
-def h1(env, mode, tick):
+def v1(env, mode, tick):
     sizes = [300, 3000] if mode.name == "smoke" else [10_000, 100_000]
     rows, timings = [], {}
     for neighbours in (0.0, NEIGHBOURS):
         for size in sizes:
-            path = os.path.join(env.tmp, f"h1-{size}-{neighbours}", "Data.fs")
+            path = os.path.join(env.tmp, f"v1-{size}-{neighbours}", "Data.fs")
             seconds = build(path, size, neighbours=neighbours)
             stats = timings[size, neighbours] = _time_history(path, mode)
             label = "others elsewhere" if not neighbours else \
@@ -140,7 +140,7 @@ def h1(env, mode, tick):
                      f"(FileStorage)", "rows": rows, "ratios": ratios}
 
 
-def t1(env, mode, tick):
+def v2(env, mode, tick):
     dbs = {backend: zpydb_for(backend, env) for backend in env.backends}
     contestants, pasts = {}, []
     try:

@@ -6,6 +6,7 @@
     zpydb serve ... / zpydb certs DIR       (server.py)
     zpydb copy SRC_URL DST_URL              (copy.py)
     zpydb pack URL [--days N]               drop history older than N days (pack.py)
+    zpydb web [URL] [--address H:P] [--tokens FILE]   REST + console over HTTP (web/)
     zpydb log [URL] [PATH] [-n N] [--json]  the last changes (of the database, or of PATH)
     zpydb show [URL] PATH --at WHEN         the value at PATH as it was at WHEN (JSON)
     zpydb diff [URL] A [B] [--path PATH]    the changes from A to B (default: now), JSON Patch
@@ -53,8 +54,8 @@ from .errors import Error, URLError
 from .shell import run_shell
 
 #: Modules that add their own subcommands through ``register_commands(subparsers)``.
-COMMAND_MODULES = ("zpydb.server", "zpydb.copy")
-COMMANDS = ("shell", "export", "import", "serve", "certs", "copy", "pack", "log", "show",
+COMMAND_MODULES = ("zpydb.server", "zpydb.copy", "zpydb.web")
+COMMANDS = ("shell", "export", "import", "serve", "certs", "copy", "pack", "web", "log", "show",
             "diff")
 NEW_DATABASE_SUFFIX = ".fs"
 
@@ -306,6 +307,13 @@ def check_arguments(args):
             check_output(args.data_dir, "--data-dir", directory=True)
     elif command == "certs":
         check_output(args.directory, "certificate directory", directory=True)
+    elif command == "web":
+        from . import web
+        check_database(args.url, may_create=True)
+        try:
+            web.check_arguments(args)
+        except web.WebUsageError as exc:
+            raise UsageError(str(exc)) from None
     elif command in ("log", "show", "diff"):
         _time_travel_arguments(args)
         check_database(args.url, may_create=False)

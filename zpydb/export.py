@@ -349,20 +349,33 @@ def import_json(db, stream, steps=(), progress=True, context=None):
 def _load_json(stream):
     """``json.load`` with errors that say what is wrong with the input."""
     try:
-        return json.load(stream, parse_constant=_refuse_constant, parse_float=_finite_float)
-    except json.JSONDecodeError as exc:
-        raise Error(f"the input is not valid JSON: {exc}") from None
+        text = stream.read()
     except UnicodeError as exc:
         raise Error(f"the input is not UTF-8 text ({exc}); JSON files are UTF-8 (convert "
                     f"it, e.g. with iconv -f UTF-16 -t UTF-8); nothing was imported") from None
+    return parse_json(text)
+
+
+def parse_json(text, outcome="nothing was imported"):
+    """Strict JSON (no NaN, Infinity or 1e400), as import reads it; Error says what is wrong.
+
+    ``text``: a str (callers decode bytes themselves: JSON is UTF-8).
+    ``outcome`` ends every message (what the caller did not do).  The web
+    server (zpydb/rest.py) reads request bodies with it, so both accept the
+    same documents.
+    """
+    try:
+        return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+    except json.JSONDecodeError as exc:
+        raise Error(f"the input is not valid JSON: {exc}; {outcome}") from None
     except _NotStrictJSON as exc:
-        raise Error(f"the input is not strict JSON: {exc}; nothing was imported") from None
+        raise Error(f"the input is not strict JSON: {exc}; {outcome}") from None
     except RecursionError:
         raise Error(f"the input nests arrays/objects deeper than zpydb stores "
-                    f"({MAX_DEPTH} levels); nothing was imported") from None
+                    f"({MAX_DEPTH} levels); {outcome}") from None
     except ValueError as exc:  # an integer literal past sys.get_int_max_str_digits()
         raise Error(f"the input holds a number JSON cannot read here ({exc}); write it "
-                    f'as {{"$int": "0x..."}} (zpydb export does); nothing was imported') from None
+                    f'as {{"$int": "0x..."}} (zpydb export does); {outcome}') from None
 
 
 class _NotStrictJSON(Exception):
@@ -381,16 +394,16 @@ def _finite_float(text):
     return number
 
 
-def decode_document(document, context):
+def decode_document(document, context, outcome="nothing was imported"):
     """:func:`decode` with errors that name the input's problem; nothing stored yet."""
     try:
         return decode(document, context)
     except RecursionError:
         raise Error(f"the input nests arrays/objects deeper than zpydb stores "
-                    f"({MAX_DEPTH} levels); nothing was imported") from None
+                    f"({MAX_DEPTH} levels); {outcome}") from None
     except (ValueError, TypeError) as exc:
         raise Error(f"a tagged value ($bytes, $int, $tuple, $dict...) is malformed: "
-                    f"{exc}") from None
+                    f"{exc}; {outcome}") from None
 
 
 def _path(root, steps):

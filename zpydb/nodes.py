@@ -4,7 +4,9 @@ The tree a user sees is plain dicts, lists and scalars.  What ZODB stores is:
 
 * dict  -> ``OOBTree``: a balanced tree of buckets, so a write touches one
   bucket (a few dozen keys) however large the dict grows, and concurrent writes
-  to different keys are merged by BTrees' conflict resolution;
+  to different keys are merged by BTrees' conflict resolution; past one bucket
+  a :class:`~zpydb.bigdict.BigDict` (the tree plus a ``BTrees.Length``, so
+  ``len()`` reads one record);
 * list, range -> ``PersistentList``, or past :data:`BIG_LIST_THRESHOLD` items a
   :class:`~zpydb.biglist.BigList` (a counted tree of chunks) so appends stay cheap;
 * str, bytes, int, float, bool, None, tuple -> stored as they are (immutable,
@@ -34,6 +36,7 @@ from BTrees.OOBTree import OOBTree
 from persistent.list import PersistentList
 from persistent.mapping import PersistentMapping
 
+from .bigdict import BigDict, spans_buckets
 from .biglist import BIG_LIST_THRESHOLD, BigList
 from . import safety
 from .errors import UnorderableKeyError, UnstorableValueError
@@ -49,7 +52,9 @@ SCALARS = (str, bytes, int, float, bool, type(None))
 #: limit (1000) to the caller.
 MAX_DEPTH = 100
 KEY_TYPES = (str, bytes, int, float, bool, tuple)
-DICT_NODES = (OOBTree, PersistentMapping)
+DICT_NODES = (OOBTree, BigDict, PersistentMapping)
+#: The key of ZODB's root mapping that holds db's own dict (the data root).
+DATA_KEY = "zpydb"
 LIST_NODES = (PersistentList, BigList)
 
 #: Types a value may have; extended by zpydb.files for File values.
@@ -183,7 +188,12 @@ def _dict_node(mapping, path, level, parents):
     for key, (_, value) in zip(keys, pairs):
         tree[key] = (value if type(value) in SCALARS
                      else to_node(value, f"{path}[{short_repr(key)}]", level + 1, parents))
-    return tree
+    return make_dict_node(tree)
+
+
+def make_dict_node(tree):
+    """The OOBTree itself while it is one bucket, a BigDict (with its count) past that."""
+    return BigDict(tree) if spans_buckets(tree) else tree
 
 
 def _pairs(mapping, path):

@@ -11,6 +11,8 @@ used; an operation that changes data writes it.**
   ``- + ~``, ``abs round math.trunc/floor/ceil``, comparisons, ``int float
   complex bytes str format`` and ``operator.index``, ``bool len iter reversed
   in``; a failure is an OperationError (a TypeError) naming the path;
+  ``iter`` and ``reversed`` read in batches, ``len`` and ``bool`` read a
+  dict's or list's count, not its items;
 * read methods: ``get keys values items index count`` of dicts and lists (and
   ``index``/``count`` of str, bytes and tuples), and any other public attribute
   of the value (``db['s'].upper()``, ``db['n'].bit_length()``): a read, then the
@@ -35,6 +37,7 @@ tracker, so the same proxy code serves both.
 
 import math
 import operator
+from collections.abc import Iterator
 
 from . import nodes, ops
 
@@ -157,14 +160,15 @@ class Path:
         """The items (a dict's keys), read in batches of one snapshot taken now."""
         return self._iterate("iter")
 
-    def _iterate(self, kind):
+    def _iterate(self, kind, backwards=False):
         steps = self._steps
         return self._executor.iterate(
             lambda root, reads, position, size: ops.read_batch(root, steps, kind, position,
-                                                               size, reads))
+                                                               size, reads, backwards))
 
     def __reversed__(self):
-        return reversed(self._reader("iter"))
+        """The items (a dict's keys) last first, in batches of one snapshot taken now."""
+        return self._iterate("iter", backwards=True)
 
     def _ipython_key_completions_(self):
         """Keys for tab completion (IPython and the zpydb shell)."""
@@ -260,9 +264,12 @@ class Path:
     def _augment(self, symbol, func, other):
         steps = self._steps
         note = f"{self._expr()} {symbol}= {_short_repr(other)}"
+        other = _own_or_plain(other, self._executor)
+        if isinstance(other, Iterator):  # read once, kept for a retried attempt
+            other = ops.Drained(other)
 
-        def apply(root, reads):
-            return ops.augment(root, steps, symbol, func, _plain(other), reads)
+        def apply(root, reads):  # a path of this database is read inside the transaction
+            return ops.augment(root, steps, symbol, func, _resolve(other, root), reads)
 
         self._executor.write(apply, note, steps)
         return _Applied(self._executor, steps)
@@ -407,6 +414,10 @@ from that snapshot, later ones take a new one.
     def __iter__(self):
         started, self._started = self._started, None
         return started if started is not None else self._path._iterate(self._kind)
+
+    def __reversed__(self):
+        """Largest key first, in batches of one snapshot taken now."""
+        return self._path._iterate(self._kind, backwards=True)
 
     def __len__(self):
         return len(self._path)

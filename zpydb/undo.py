@@ -65,11 +65,13 @@ CHANGES = ("write", "undo", "redo")
 HEX_ID = re.compile(r"[0-9a-f]{16}")
 
 
-def undo(session, change=None):
+def undo(session, change=None, user=None):
     """Undo the newest change still in effect, or the change ``change`` (an id).
 
     UndoError when there is none, when ``change`` is already undone or when a
-    later change touched the same data (nothing is changed then).
+    later change touched the same data (nothing is changed then).  ``user``:
+    recorded as the undo's user (None: the OS user).  Returns the undo's note
+    (``undo: db['x'] = 1``); ``db.undo()`` itself returns None.
     """
     with interrupts.deferred():  # Ctrl-C between statements, never inside one
         if change is None:
@@ -77,15 +79,17 @@ def undo(session, change=None):
         else:
             target, kind = _find_change(session, parse_id(change, "undo"))
         interrupts.checkpoint()
-        _apply(session, target, kind)
+        return _apply(session, target, kind, user)
 
 
-def redo(session):
-    """Re-apply the most recently undone change; UndoError when there is none."""
+def redo(session, user=None):
+    """Re-apply the most recently undone change; UndoError when there is none.
+
+    Returns the redo's note (``redo: db['x'] = 1``)."""
     with interrupts.deferred():
         target = _find(session, _redo_target, "nothing to redo")
         interrupts.checkpoint()
-        _apply(session, target, "redo")
+        return _apply(session, target, "redo", user)
 
 
 def history(session, n=10):
@@ -284,7 +288,7 @@ def _require_undo(session):
             f"use a file, ZEO or history-preserving PostgreSQL database for undo/redo")
 
 
-def _apply(session, entry, kind):
+def _apply(session, entry, kind, user=None):
     change = _change_note(entry)
     note = f"{kind}: {change}"
     tm, _conn = session.connection()
@@ -294,8 +298,9 @@ def _apply(session, entry, kind):
             session.db.undo(entry["id"], txn)
             # it changes back what the target changed: the same paths (written.py)
             paths = entry.get(written.KEY)
-            describe_transaction(txn, note, kind, **{TARGET_KEY: entry["id"]},
-                                 **({written.KEY: paths} if isinstance(paths, (list, tuple)) else {}))
+            describe_transaction(txn, note, kind, user=user, **{TARGET_KEY: entry["id"]},
+                                 **({written.KEY: paths} if isinstance(paths, (list, tuple))
+                                    else {}))
             try:
                 tm.commit()
             except POSUndoError as exc:  # before translate_errors, whose str(exc) can fail
@@ -313,3 +318,4 @@ def _apply(session, entry, kind):
     except Exception:
         tm.abort()
         raise
+    return note
