@@ -420,8 +420,8 @@ def _is_when(text):
 
 
 def _is_path(text):
-    """``db`` or ``db[...]``: a path (a database named ``db.fs`` is not one)."""
-    return re.fullmatch(r"\s*db(\[.*\])?\s*", text, re.S) is not None
+    """``db`` or ``db[...``: a path (a database named ``db.fs`` is not one)."""
+    return re.fullmatch(r"\s*db(\[.*)?", text, re.S) is not None
 
 
 def _steps(text):
