@@ -424,3 +424,34 @@ def test_diff_of_a_subtree_is_relative_to_it(db):
     assert {"op": "add", "path": "/other", "value": "not in the subtree"} in patch
     with pytest.raises(zpydb.KeyNotFoundError, match="as at"):
         db["other"].diff(then)
+
+
+def test_a_snapshot_outlives_a_server_restart(zeo_server):
+    """Killed server: reads of the past fail cleanly (bounded by wait_timeout), then work
+    again on the same snapshot once the client has reconnected by itself."""
+    import signal
+    db = zpydb.connect(zeo_server.url, wait_timeout=2)
+    db["d"] = {f"k{i:03d}": i for i in range(500)}     # several buckets: loaded on demand
+    then = db.history(1)[0]["id"]
+    db["d"]["k000"] = "later"
+    reader = zpydb.connect(zeo_server.url, wait_timeout=2)   # its cache holds none of d
+    old = reader.at(then)
+    assert old["d"]["k000"] == 0                      # loads the buckets on that key's way
+    zeo_server.stop(sig=signal.SIGKILL)
+    started = time.monotonic()
+    with pytest.raises(zpydb.DisconnectedError):
+        old["d"]["k499"].value()                      # a bucket not loaded yet
+    assert time.monotonic() - started < 30
+    zeo_server.start()
+    deadline = time.monotonic() + 30
+    while True:                                       # the client reconnects (poll ~1 s)
+        try:
+            assert old["d"]["k499"] == 499
+            break
+        except zpydb.DisconnectedError:
+            assert time.monotonic() < deadline
+    assert old["d"].value() == {f"k{i:03d}": i for i in range(500)}
+    assert [c["value"] for c in reader["d"]["k000"].history()] == ["later", 0]
+    old.close()
+    reader.close()
+    db.close()
