@@ -189,6 +189,9 @@ def test_every_form_of_when(db):
     assert "x" not in db.at(before_all)
     assert db.at(datetime.datetime.now() + datetime.timedelta(days=3))["x"] == 3
     assert db.at(time.time())["x"] == 3
+    assert db.at("f" * 16)["x"] == 3                      # the largest id: now
+    assert db.at(datetime.datetime(9999, 12, 31))["x"] == 3   # past what a tid can say
+    assert db.at(1e300)["x"] == 3
 
 
 def test_the_future_is_now_and_stays_fixed(backend):
@@ -204,7 +207,9 @@ def test_the_future_is_now_and_stays_fixed(backend):
 
 
 @pytest.mark.parametrize("bad", ["yesterday", "040d44", "g" * 16, True, None, [1],
-                                 float("nan"), float("inf"), 1e300, {"time": 1}])
+                                 float("nan"), float("inf"), -1e12, {"time": 1},
+                                 datetime.datetime(1, 1, 1), datetime.datetime(1800, 1, 1),
+                                 datetime.date(2020, 1, 1), {"id": object()}])
 def test_a_bad_when_is_refused_naming_the_forms(db, bad):
     with pytest.raises(zpydb.BadArgumentError, match="POSIX timestamp"):
         db.at(bad)

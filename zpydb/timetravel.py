@@ -49,6 +49,7 @@ from .undo import HEX_ID
 
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
 _MICROSECOND = datetime.timedelta(microseconds=1)
+_LAST = 2 ** 64 - 1  # the largest transaction id
 _NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
 _POLL = threading.Lock()  # RelStorage instances serve one thread at a time
 WHEN_FORMS = ("a datetime (naive: local time), a POSIX timestamp, an id from db.history() "
@@ -64,10 +65,13 @@ def before_of(when, what="at"):
         when = when["id"]
     if isinstance(when, str) and HEX_ID.fullmatch(when.lower()):
         tid = bytes.fromhex(when.lower())
-        return p64(u64(tid) + 1), repr(when.lower())
+        return p64(min(u64(tid) + 1, _LAST)), repr(when.lower())
     if isinstance(when, datetime.datetime):
-        stamp = when if when.tzinfo else when.astimezone()  # naive: local time
-        micros = (stamp - _EPOCH) // _MICROSECOND
+        try:
+            stamp = when if when.tzinfo else when.astimezone()  # naive: local time
+            micros = (stamp - _EPOCH) // _MICROSECOND
+        except (ValueError, OverflowError, OSError):
+            raise _bad_when(when, what, "out of the range of transaction times") from None
         return _tid_at(micros, when, what), str(when)
     if isinstance(when, (int, float)) and not isinstance(when, bool):
         if not math.isfinite(when):
@@ -84,8 +88,16 @@ def _tid_at(micros, when, what):
         moment = datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).timetuple()
         stamp = TimeStamp(*moment[:5], moment[5] + fraction / 1_000_000)
     except (ValueError, OverflowError, OSError):
-        raise _bad_when(when, what, "out of the range of transaction times") from None
+        stamp = None
+    if stamp is None or abs(stamp.timeTime() - seconds) > 60:  # TimeStamp wraps past ~9900
+        if seconds > 0 and _in_future(seconds):
+            return p64(_LAST)  # after every transaction: the newest state
+        raise _bad_when(when, what, "out of the range of transaction times")
     return stamp.raw()
+
+
+def _in_future(seconds):
+    return seconds > datetime.datetime.now(datetime.timezone.utc).timestamp()
 
 
 def _bad_when(when, what, why=None):
