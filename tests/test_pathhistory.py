@@ -223,3 +223,11 @@ def test_same_compares_strictly_and_without_recursion():
         current.append([])
         current = current[0]
     assert same(deep, deep) and not same(deep, [])
+
+
+def test_the_root_of_a_block_lists_the_log_like_db(db):
+    db["x"] = 1
+    log = db.history(1)
+    with db.transaction() as t:
+        assert t.history(1) == log       # the committed log (db.history() is refused in here)
+        assert [c["value"] for c in t["x"].history()] == [1]

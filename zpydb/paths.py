@@ -185,8 +185,12 @@ class Path:
         Dicts of ``id``, ``time``, ``user``, ``note``, ``value`` (a plain copy of
         the value after the change) and ``deleted`` (the path did not exist
         after it).  Costs grow with ``n`` and the changes of the records on
-        this path, not with the database's history (pathhistory.py).
+        this path, not with the database's history (pathhistory.py).  At the
+        root (``db``, a block's ``t``) it is the log, as ``db.history(n)``.
         """
+        if not self._steps:
+            from .undo import history
+            return history(self._executor.session, n)
         from .pathhistory import path_history
         return path_history(self._executor, self._steps, n)
 
