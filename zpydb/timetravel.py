@@ -38,7 +38,7 @@ import transaction
 from ZODB.interfaces import IMVCCStorage
 from ZODB.POSException import POSKeyError
 from ZODB.TimeStamp import TimeStamp
-from ZODB.utils import p64, u64
+from ZODB.utils import p64, u64, z64
 
 from . import errors, interrupts, nodes, ops
 from .diff import json_patch
@@ -234,7 +234,7 @@ def kept_from(session, refresh=False):
     boundary = None
     with translate_errors(session.name), interrupts.deferred():
         try:
-            transactions = session.db.storage.iterator()
+            transactions = session.db.storage.iterator(None, _prefix_end(session))
         except Exception:  # a storage that cannot list its transactions
             transactions = None
         if transactions is not None:
@@ -250,6 +250,26 @@ def kept_from(session, refresh=False):
                     close()
     _kept[session] = boundary
     return boundary
+
+
+def _prefix_end(session):
+    """Where the packed prefix must end, to bound RelStorage's listing (None: no bound).
+
+    FileStorage and ZEO list transactions lazily; RelStorage fetches the whole
+    range in one query, every transaction of the database.  ZODB's root is
+    written by the first transaction, and RelStorage's per-record history
+    leaves out packed transactions: the oldest revision it lists is at or after
+    the first unpacked transaction, so the prefix ends there (an unpacked
+    database: the first transaction, one row).
+    """
+    storage = session.db.storage
+    if not IMVCCStorage.providedBy(storage):
+        return None
+    try:
+        revisions = storage.history(z64, size=1000)
+    except Exception:
+        return None
+    return min((r["tid"] for r in revisions if "tid" in r), default=None)
 
 
 def forget_kept(session):
