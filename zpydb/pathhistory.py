@@ -21,14 +21,21 @@ The walk, newest first, with ``S`` the state being looked at (a ``before`` tid):
    vanished), ``t`` is a change, reported with the value after it; either
    way carry on from ``S = t``.
 
-Each step costs one historical read of the path (the records on it, not the
-database), and steps are taken only at transactions that wrote a record on
-the path: the path's own changes plus those of neighbours sharing a record
-(keys in the same BTree bucket, items in the same list chunk).  So the cost
-grows with ``n`` and with the path's own neighbourhood, never with the rest of
-the database's history.  Time, user and note of a change come from the
-storage's per-record history (``storage.history(oid, size)``) of a record the
-transaction wrote, fetched in growing batches and kept for the walk.
+Steps are taken only at transactions that wrote a record on the path: the
+path's own changes plus those of neighbours sharing a record (keys in the same
+BTree bucket, items in the same list).  A neighbour's transaction is passed
+over without reading the past when it wrote ONE record on the path and its
+metadata rules the path out (written.py: every zpydb write records the paths
+it wrote): the record's revision before it is the next one in the record's
+storage history (``storage.history(oid, size)``, fetched in doubling batches
+and kept for the walk), and nothing else on the path moved.  When a
+transaction wrote two records on the path (a bucket split writes the bucket and
+its parent; a replaced parent is new), or records nothing (another program's),
+the state before it is read.  So a walk costs one historical read per change
+of the value (plus structure changes) and a metadata read per neighbour's
+change: it grows with ``n`` and the path's neighbourhood, never with the rest
+of the database's history.  Time, user and note of a change come from the same
+per-record history.
 
 The walk stops at the oldest state the storage keeps (before the first
 transaction, or what a pack left): a value that was set before a pack has no
