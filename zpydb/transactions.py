@@ -4,8 +4,9 @@ A :class:`~zpydb.paths.Path` hands each operation to an *executor*.  Both
 executors have one protocol:
 
 * ``read(op)``: ``op(root, reads)`` in a transaction that writes nothing;
-* ``write(op, note)``: ``op(root, reads)`` as (part of) a transaction whose
-  note is ``note`` (:func:`describe_transaction` writes the metadata);
+* ``write(op, note, wrote)``: ``op(root, reads)`` as (part of) a transaction
+  whose note is ``note`` (:func:`describe_transaction` writes the metadata,
+  with ``wrote``, the path the statement writes to: written.py);
 * ``iterate(op)``: the items of ``op(root, reads, position, size)``'s batches
   (:func:`ops.read_batch`), every batch read from one snapshot;
 
@@ -45,7 +46,7 @@ from contextlib import nullcontext
 
 from ZODB.utils import z64
 
-from . import errors, interrupts, ops, outcome
+from . import errors, interrupts, ops, outcome, written
 from .session import DATA_KEY, Recovery, RetryBudget, _Result, data_root, snapshot_before
 from .translate import COMMIT_FAILURES, DISCONNECTS, translate, translate_errors
 
@@ -67,17 +68,22 @@ def os_user():
 
 
 
-def describe_transaction(txn, note, kind="write", user=None, **extension):
+def describe_transaction(txn, note, kind="write", user=None, wrote=None, **extension):
     """Note, user and the ``zpydb`` extension that undo.py reads back.
 
     ``user``: who made the change (``zpydb web`` passes the token's name);
-    None records the OS user of this process.
+    None records the OS user of this process.  ``wrote``: the paths the
+    transaction's statements wrote to, recorded for path histories
+    (written.py); None records nothing (may have changed anything).
     """
     if len(note) > NOTE_LIMIT:
         note = note[:NOTE_LIMIT - 3] + "..."
     txn.note(note)
     txn.setUser(os_user() if user is None else user)
     txn.setExtendedInfo(DATA_KEY, kind)
+    paths = None if wrote is None else written.encode(wrote)
+    if paths is not None:
+        txn.setExtendedInfo(written.KEY, paths)
     for key, value in extension.items():
         txn.setExtendedInfo(key, value)
 
@@ -99,12 +105,13 @@ class Autocommit:
             return block.read(op)
         return self.session.read(lambda root: op(root, ops.UNTRACKED))
 
-    def write(self, op, note):
+    def write(self, op, note, wrote=()):
+        """``wrote``: the path (steps) the statement writes to (written.py)."""
         block = self.lock_block
         if block is not None:
-            return block.write(op, note)
+            return block.write(op, note, wrote)
         return self.session.write(lambda root: op(root, ops.UNTRACKED),
-                                  lambda txn: describe_transaction(txn, note))
+                                  lambda txn: describe_transaction(txn, note, wrote=[wrote]))
 
     def iterate(self, op):
         """An iterator over ``op``'s batches, all read from ONE snapshot.
@@ -204,6 +211,7 @@ class Block:
         self.raw_errors = raw_errors
         self.note, self.user = note, user
         self.notes = []
+        self.wrote = []  # the path of each statement (written.py)
         self.done = False
         self.read_set = {}  # oid -> serial when the block first read it
         self._writes = 0
@@ -257,13 +265,14 @@ class Block:
         return _batches(items, position, lambda position: self.read(
             lambda root, reads: op(root, reads, position, ops.BATCH_SIZE)))
 
-    def write(self, op, note):
+    def write(self, op, note, wrote=()):
         """One statement of the block: a Ctrl-C during it lands after it (the
         block is then aborted as a whole by whoever catches the interrupt)."""
         self._check()
         with interrupts.deferred(), self._translated():
             result = op(data_root(self.conn), _BlockReads(self))
         self.notes.append(note)
+        self.wrote.append(wrote)
         self._writes += 1
         if self._writes % SAVEPOINT_EVERY == 0:
             self.tm.savepoint(optimistic=True)  # lets the cache drop what was written
@@ -300,6 +309,7 @@ class Block:
     def reset(self):
         """Forget the notes and read set of a previous attempt (atomic retries)."""
         self.notes = []
+        self.wrote = []
         self.read_set = {}
 
     def describe(self):
@@ -307,7 +317,7 @@ class Block:
         outcome.mark(txn, self.txid)
         if self.notes or self.note is not None:
             note = "; ".join(self.notes) if self.note is None else self.note
-            describe_transaction(txn, note, user=self.user)
+            describe_transaction(txn, note, user=self.user, wrote=self.wrote)
 
     def close(self):
         self.done = True
