@@ -214,6 +214,34 @@ def test_a_watcher_not_read_for_long_forgets_notices_but_no_change(db, monkeypat
     watch.close()
 
 
+@pytest.mark.parametrize("backend", ["file", "postgres"], indirect=True)
+def test_unread_notices_are_bounded_by_records_not_only_by_transactions(backend, monkeypatch):
+    """A watcher nobody reads, under transactions that each write many records (a
+    dict of dicts), holds at most MAX_NOTICE_OIDS of their oids, and still delivers
+    every change.  (Counting transactions alone let 1,500 such commits of 300
+    records keep 480,000 oids, 45 MB; 10,000 commits of 10,000 records would
+    keep gigabytes.)"""
+    monkeypatch.setattr(feed, "MAX_NOTICE_OIDS", 200)
+    db = backend.connect()
+    w = backend.connect()
+    w["n"] = -1
+    watch = db["n"].watch(timeout=30)
+    inbox = watch._source
+    held = 0
+    for i in range(12):
+        w["n"] = i
+        w["big"] = {str(k): {"k": k, "i": i} for k in range(60)}  # 60+ new records
+        deadline = time.monotonic() + 30  # the poller (PostgreSQL) has told the inbox
+        while inbox._barrier() < bytes.fromhex(last_tid(w)) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        with inbox._cond:
+            span_oids = inbox._span[1] if inbox._span and inbox._span[1] else ()
+            held = max(held, sum(len(oids) for _, oids in inbox._exact) + len(span_oids))
+    assert held <= 200
+    assert [c["value"] for c in collect_values(watch, 11)] == list(range(12))
+    watch.close()
+
+
 def test_timeout_ends_an_idle_watch(db):
     watch = db["quiet"].watch(timeout=0.5)
     started = time.monotonic()

@@ -85,6 +85,9 @@ from .translate import DISCONNECTS, describe_failure
 #: Exact per-transaction notices kept for a watcher that is not reading them;
 #: past this the watcher forgets them and reads the log instead (bounded memory).
 MAX_NOTICES = 10_000
+#: The same bound on the oids those notices (and a span's union) hold: a notice
+#: is as big as its transaction, and one bulk write can change 100,000 records.
+MAX_NOTICE_OIDS = 200_000
 #: Changes a watcher makes ready before handing them out (see Watch._judge).
 MAX_QUEUED = 100
 #: How long a watcher keeps retrying a storage that answers with an error that
@@ -741,20 +744,26 @@ class _Inbox:
     to ``tid`` changed only ``oids`` (None: unknown, read the log).  Feeders call
     :meth:`_notice`, :meth:`_notice_span` and :meth:`_notice_unknown` from any
     thread; ``_barrier()`` is the newest tid whose transaction may be read now.
+    Past MAX_NOTICES notices or MAX_NOTICE_OIDS oids held, what is held becomes a
+    span of unknown oids (read from the log when judged): memory stays bounded
+    however big and many the transactions nobody reads yet.
     """
 
     def __init__(self):
         self._cond = threading.Condition()
         self._exact = []
+        self._held = 0  # oids in _exact and _span: at most MAX_NOTICE_OIDS
         self._span = None
         self._closed = False
 
     # told by a feeder (any thread) ---------------------------------------------------
     def _notice(self, tid, oids):
+        oids = frozenset(oids)
         with self._cond:
-            if len(self._exact) < MAX_NOTICES:
-                self._exact.append((tid, frozenset(oids)))
-            else:  # too many unread: read the log instead (bounded memory)
+            if len(self._exact) < MAX_NOTICES and self._held + len(oids) <= MAX_NOTICE_OIDS:
+                self._exact.append((tid, oids))
+                self._held += len(oids)
+            else:  # too much unread: read the log instead (bounded memory)
                 self._merge_span(tid, None)
             self._cond.notify_all()
 
@@ -780,6 +789,13 @@ class _Inbox:
             union = frozenset(oids).union(*(o for _, o in covered),
                                           *([self._span[1]] if self._span else []))
         self._span = (newest, union)
+        self._recount()
+        if self._held > MAX_NOTICE_OIDS:  # too many to keep: read the log instead
+            self._merge_span(newest, None)
+
+    def _recount(self):
+        self._held = sum(len(oids) for _, oids in self._exact) + len(
+            self._span[1] if self._span is not None and self._span[1] is not None else ())
 
     # used by the watcher ----------------------------------------------------------------
     def catch_up(self):
@@ -829,6 +845,7 @@ class _Inbox:
                 self._span = None
         ready = [item for item in self._exact if item[0] <= last]
         self._exact = [item for item in self._exact if item[0] > last]
+        self._recount()
         if span is None and not ready:
             return None
         ready.sort(key=lambda item: item[0])
