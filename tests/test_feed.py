@@ -774,3 +774,15 @@ def test_parse_id_round_trips_a_tid():
     assert feed.parse_id("040d4472e92bb5dd") == bytes.fromhex("040d4472e92bb5dd")
     with pytest.raises(zpydb.BadArgumentError):
         feed.parse_id("040d4472e92bb5dg")
+
+
+def test_since_with_spaces_is_not_a_shorter_id(backend):
+    """bytes.fromhex skips spaces: '040d4472e92bb5  ' would be a 7-byte tid that no
+    storage expects (RelStorage's iterator fails on it with struct.error)."""
+    db = backend.connect()
+    db["x"] = 1
+    real = last_tid(db)
+    for since in (real[:14] + "  ", " " + real[:14] + " ", real[:2] + " " * 2 + real[4:],
+                  "\u0660" * 16, real[:15] + "\n"):
+        with pytest.raises(zpydb.BadArgumentError, match=r"since must be a change id"):
+            db["x"].watch(since=since)

@@ -119,16 +119,16 @@ def parse_id(text, expr="db"):
     """A change id (16 hex digits, ``tid.hex()``) -> the 8-byte tid; BadArgumentError else."""
     if isinstance(text, bytes) and len(text) == 8:
         return text
-    if isinstance(text, str) and len(text) == 16:
-        try:
+    if isinstance(text, str) and len(text) == 16 and text.isascii() and text.isalnum():
+        try:  # isalnum: bytes.fromhex skips spaces, and "01..ef  " is no 8-byte tid
             tid = bytes.fromhex(text)
         except ValueError:
             tid = None
         if tid is not None and tid != z64:
             return tid
     raise errors.BadArgumentError(
-        expr, f"since must be a change id: the 16 hex digits of a change's 'id' (or of "
-              f"db.history()), not {nodes.short_repr(text, 60)}")
+        expr, f"since must be a change id: the 16 hex digits of a change's 'id', not "
+              f"{nodes.short_repr(text, 60)}")
 
 
 def _check_timeout(timeout, expr):
