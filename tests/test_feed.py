@@ -254,6 +254,22 @@ def test_timeout_ends_an_idle_watch(db):
     assert time.monotonic() - started < 10
 
 
+def test_minus_zero_is_a_change_and_nan_again_is_not(db):
+    """0.0 and -0.0 compare equal in Python but are different values (repr, JSON,
+    1 / x): like 1, 1.0 and True, a switch between them is delivered."""
+    db["f"] = {"x": 0.0}
+    with db["f"].watch(timeout=10) as watch:
+        db["f"]["x"] = -0.0
+        db["f"]["x"] = 0.0
+        db["f"]["x"] = float("nan")
+        db["f"]["x"] = float("nan")   # NaN again: the same value, not delivered
+        db["f"]["x"] = -0.0
+        got = [next(watch) for _ in range(4)]
+    assert [repr(c["value"]["x"]) for c in got] == ["-0.0", "0.0", "nan", "-0.0"]
+    assert got[0]["patch"] == [{"op": "replace", "path": "/x", "value": -0.0}]
+    assert repr(got[0]["patch"][0]["value"]) == "-0.0"
+
+
 def test_a_created_and_deleted_path(db):
     with db["k"].watch(timeout=10) as watch:
         db["k"] = [1]

@@ -63,6 +63,7 @@ from ZODB's set.
 
 import collections
 import datetime
+import math
 import threading
 import time
 import weakref
@@ -580,7 +581,8 @@ def _copy(value, depth=0):
 
 
 def _same(a, b):
-    """Equal values of equal types, all the way down (1, 1.0 and True differ; NaN is NaN).
+    """Equal values of equal types, all the way down (1, 1.0 and True differ, so do
+    0.0 and -0.0; NaN is NaN).
 
     Plain copies of stored dicts list their keys in sorted order, so equal
     dicts list them alike.  Not recursive: old data may nest deeper than
@@ -603,8 +605,9 @@ def _same(a, b):
             if len(a) != len(b):
                 return False
             stack.extend(zip(a, b))
-        elif isinstance(a, float):
-            if not (a == b or (a != a and b != b)):
+        elif isinstance(a, float):  # -0.0 == 0.0, yet they differ (repr, JSON, 1 / x)
+            if not ((a == b and math.copysign(1.0, a) == math.copysign(1.0, b))
+                    or (a != a and b != b)):
                 return False
         else:
             try:
