@@ -28,6 +28,7 @@ PostgreSQL session) for ``historical_timeout`` (300 s) per distinct ``before``.
 JSON (diff.py): a JSON Patch (RFC 6902) that turns ``a``'s tree into ``b``'s.
 """
 
+import contextlib
 import datetime
 import math
 import re
@@ -189,6 +190,18 @@ def release(conn):
         pool = db.historical_pool.pools.get(conn.before)
         if pool is not None:  # else it counts as open until garbage collected
             pool.all.discard(conn)
+
+
+@contextlib.contextmanager
+def reading_past(past):
+    """``(data root, connection)`` of a private historical connection at ``past``'s
+    state, for a long walk (export) that must not hold ``past``'s own lock."""
+    with translate_errors(past.session.name):
+        conn = open_past(past.session, past.before)
+    try:
+        yield data_root(conn), conn
+    finally:
+        release(conn)
 
 
 def check_kept(session, before, shown):
