@@ -287,14 +287,11 @@ def _snapshot(db):
 
     ZODB's MVCC gives a transaction the state as of its start, so the whole walk
     reads one snapshot; the transaction is aborted (never committed) at the end.
-    ``db.at(when)`` (a past state) is exported from a historical connection of
-    its own at that state.
     """
-    from . import timetravel  # timetravel -> diff -> export: imported when used
-    past = object.__getattribute__(db, "_executor")
-    if isinstance(past, timetravel.Past):
-        with timetravel.reading_past(past) as (root, conn):
-            yield root, conn
+    past = getattr(db._executor, "snapshot", None)
+    if past is not None:  # db.at(when): the past state (timetravel.Past), on a connection of its own
+        with past() as pair:
+            yield pair
         return
     session = db._session
     tm, conn = session.open_private()

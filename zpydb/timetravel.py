@@ -192,18 +192,6 @@ def release(conn):
             pool.all.discard(conn)
 
 
-@contextlib.contextmanager
-def reading_past(past):
-    """``(data root, connection)`` of a private historical connection at ``past``'s
-    state, for a long walk (export) that must not hold ``past``'s own lock."""
-    with translate_errors(past.session.name):
-        conn = open_past(past.session, past.before)
-    try:
-        yield data_root(conn), conn
-    finally:
-        release(conn)
-
-
 def check_kept(session, before, shown):
     """HistoryNotKeptError unless the state before tid ``before`` is one the storage keeps."""
     boundary = kept_from(session)
@@ -366,6 +354,26 @@ class Past:
             items, position = self._run(
                 lambda root, position=position: op(root, ops.UNTRACKED, position, ops.BATCH_SIZE))
             yield from items
+
+    @contextlib.contextmanager
+    def snapshot(self):
+        """``(data root, connection)`` of this past state on a connection of its own,
+        released at the end: for a walk of a whole value (export.py), which turns
+        what it has written back into ghosts as it goes."""
+        if self.closed:
+            raise errors.Error(f"{self.label} is closed")
+        with translate_errors(self.session.name):
+            conn = open_past(self.session, self.before)
+            try:
+                try:
+                    yield data_root(conn), conn
+                except POSKeyError:
+                    kept_from(self.session, refresh=True)
+                    raise not_kept(self.session, self.shown) from None
+                except errors.PathError as exc:
+                    raise _at_time(exc, self.shown) from None
+            finally:
+                release(conn)
 
     def write(self, op, note, wrote=()):
         raise refused("db", self.label, note)
