@@ -270,6 +270,8 @@ def test_at_reads_the_value_as_it_was_by_id_and_by_time(tsite):
     old = {"cfg": {"port": 1, "hosts": ["a"]}, "x": "old"}
     assert tsite.get(f"/past.json?at={first['id']}") == old
     assert tsite.get(f"/past.json?at={q(between)}") == old
+    aware = datetime.datetime.fromisoformat(between).astimezone(datetime.timezone(datetime.timedelta(hours=5, minutes=30)))
+    assert tsite.get(f"/past.json?at={q(aware.isoformat())}") == old  # a zone, its + as %2B
     assert tsite.get(f"/past/cfg/hosts/0.json?at={first['id'].upper()}") == "a"
     assert tsite.get(f"/past/x.json?at={first['id']}") == "old"
     assert tsite.get(f"/past.json?at={second['id']}") == {"cfg": {"port": 2}}
