@@ -11,13 +11,15 @@ that serve requests.
 
 Routes::
 
-    GET|HEAD|PUT|PATCH|POST|DELETE  /<path>.json   REST (zpydb/rest.py)
+    GET|HEAD|PUT|PATCH|POST|DELETE  /<path>.json   REST (zpydb/rest.py);
+                                    GET ?at=WHEN reads the past (db.at)
     POST /.undo, POST /.redo, GET /.history.json    undo, redo, history
     GET /, GET /.console/<file>                     the console (no data in it)
 
 Every error is JSON ``{"error": "..."}`` with its status (400 bad request,
-401/403 access, 405 method, 409 conflict/undo, 412 if-match, 413 body too
-large, 503 storage unreachable, 500 anything else, logged; 431 for a request
+401/403 access, 405 method, 409 conflict/undo, 410 ``?at=`` a state the
+storage does not keep (packed away, or before the first change), 412 if-match,
+413 body too large, 503 storage unreachable, 500 anything else, logged; 431 for a request
 head over 64 KiB comes from protocol.py, before the app).
 """
 
@@ -34,7 +36,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from .. import access, errors, rest
+from .. import access, errors, rest, timetravel
 from . import stream
 
 log = logging.getLogger("zpydb.web")
@@ -63,6 +65,7 @@ STATUS = [  # the first class that matches decides
     (errors.ReadOnlyError, 403),
     (errors.ConflictError, 409),
     (errors.UndoError, 409),
+    (errors.HistoryNotKeptError, 410),  # ?at= a state packed away or before the first change
     (errors.DisconnectedError, 503),
     (errors.StorageError, 503),
     (errors.DatabaseLockedError, 503),
@@ -141,14 +144,17 @@ class _Handlers:
         location = rest.parse_location(request.scope.get("raw_path") or
                                        request.url.path.encode("utf-8"))
         token = self.identify(request)
-        options = _Options(request, location, known=("shallow",))
+        options = _Options(request, location, known=("shallow", "at"))
         if request.method == "GET" and _wants_events(request):
             access.require_read(token, location)
+            if options.at is not None:
+                raise errors.RequestError(location.url, "at is for JSON reads of the past; "
+                                                        "a stream follows the present")
             return await self.stream(request, location)
         if request.method in ("GET", "HEAD"):
             access.require_read(token, location)
             document, tag = await self.work(self.service.get, location, options.shallow,
-                                            options.want_etag)
+                                            options.want_etag, options.at)
             return _json(document, options, tag, head=request.method == "HEAD")
         if request.method != "PATCH":
             access.require_write(token, location)  # before reading any body
@@ -269,7 +275,23 @@ class _Options:
         self.shallow = params.get("shallow")
         if self.shallow is not None and (location is None or request.method not in ("GET", "HEAD")):
             raise errors.RequestError(request.url.path, "shallow is for GET only")
+        self.at = _when(request, params.get("at"))
         self.want_etag = request.headers.get("x-firebase-etag", "").lower() == "true"
+
+
+def _when(request, text):
+    """``?at=``: what ``db.at`` takes (an id, an ISO date/time, a POSIX timestamp), GET only."""
+    if text is None:
+        return None
+    if request.method not in ("GET", "HEAD"):
+        raise errors.RequestError(request.url.path, "at is for GET only: the past is read-only")
+    try:
+        return timetravel.parse_when(text)
+    except ValueError:
+        raise errors.RequestError(
+            request.url.path, f"at must be an id from /.history.json (16 hex digits), an ISO "
+                              f"date/time such as 2024-05-01T12:00:00 (naive: the server's "
+                              f"local time) or a POSIX timestamp, not {text[:40]!r}") from None
 
 
 async def _body(request, limit, location):
