@@ -231,3 +231,15 @@ def test_the_root_of_a_block_lists_the_log_like_db(db):
     with db.transaction() as t:
         assert t.history(1) == log       # the committed log (db.history() is refused in here)
         assert [c["value"] for c in t["x"].history()] == [1]
+
+
+def test_deleting_a_list_item_shifts_the_items_after_it(db):
+    """``del l[0]`` moves every later item: l[5] changes though only l[0] was named."""
+    db["l"] = list(range(10))              # one record: the walk may pass over neighbours
+    db["l"][7] = "seven"                   # a real neighbour write: passed over for l[5]
+    del db["l"][0]
+    db["b"] = list(range(3000))            # a BigList: the item is in another chunk
+    del db["b"][0]
+    assert values(db["l"][5].history()) == [(6, False), (5, False)]
+    assert values(db["l"][6].history()) == [("seven", False), (6, False)]
+    assert values(db["b"][2000].history()) == [(2001, False), (2000, False)]

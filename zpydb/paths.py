@@ -225,8 +225,11 @@ class Path:
 
     def __delitem__(self, key):
         steps = self._steps + (_key(key),)
+        # Deleting a list item shifts every item after it: such a del writes the
+        # whole list as far as path histories are concerned (written.py).
+        wrote = self._steps if isinstance(steps[-1], int) else steps
         self._executor.write(lambda root, reads: ops.del_item(root, steps, reads),
-                             f"del {ops.format_path(steps)}", steps)
+                             f"del {ops.format_path(steps)}", wrote)
 
     def _writer(self, name, *args, **kwargs):
         shown = ", ".join([_short_repr(a) for a in args] +

@@ -2,7 +2,8 @@
 
 Every zpydb write records, in its transaction's extension, the paths its
 statements wrote to: ``db['a']['b'] = 1`` the path ``('a', 'b')``, ``del
-db['x']`` ``('x',)``, ``db['n'] += 1`` ``('n',)``, a method call
+db['x']`` ``('x',)`` (with an int index, ``del db['l'][0]``, the list ``('l',)``:
+it shifts every later item), ``db['n'] += 1`` ``('n',)``, a method call
 (``db['l'].append(1)``, ``db['d'].update(...)``) the path it is called on.  A
 block records the paths of all its statements; an undo or redo copies those of
 the change it undoes (it changes the same places back).
