@@ -139,6 +139,7 @@ def serve(args):
     if args.log_requests:
         logging.getLogger("zpydb.web").setLevel(logging.INFO)
     with connect(args.url, read_url=args.read_url, **options) as db:
+        _size_connection_pool(db, args.threads, args.max_streams)
         config = Config(tokens=tokens, max_body=args.max_body, threads=args.threads,
                         loopback_only=tokens is None, keepalive=args.keep_alive,
                         max_streams=args.max_streams)
@@ -180,6 +181,16 @@ def _server_class():
 
 def _make_server(streams, config):
     return _server_class()(streams, config)
+
+
+def _size_connection_pool(db, threads, max_streams):
+    """Every worker thread and every open stream holds a ZODB connection (and
+    historical ones while it reads past states); past the
+    pool size (3) ZODB logs a CRITICAL line per open, which for a web server with
+    many streams is normal use, not a leak."""
+    size = max(threads + max_streams, 7)
+    db._session.db.setPoolSize(size)
+    db._session.db.setHistoricalPoolSize(size)  # watchers read past states too
 
 
 def _exit_on_sigterm(signum, frame):
