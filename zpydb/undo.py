@@ -94,24 +94,12 @@ def redo(session, user=None):
 
 def history(session, n=10):
     """The newest ``n`` zpydb changes, newest first, as plain dicts."""
-    _check_count(n)
-    if n == 0:
-        return []
-    _require_undo(session)
-    changes = []
-    with interrupts.deferred():
-        for entry in _entries(session):
-            if entry.get(DATA_KEY) in CHANGES:
-                changes.append(_describe(entry))
-                if len(changes) >= n:
-                    break
-    return changes
+    return history_before(session, n, None)
 
 
 def history_before(session, n, before):
-    """:func:`history` as it was before transaction id ``before`` (``db.at(t).history()``).
-
-    The log is read newest first, so the entries after ``before`` are walked over.
+    """:func:`history` as it was before transaction id ``before`` (``db.at(t).history()``;
+    None: now).  The log is read newest first, so entries after ``before`` are walked over.
     """
     _check_count(n)
     if n == 0:
@@ -120,7 +108,7 @@ def history_before(session, n, before):
     changes = []
     with interrupts.deferred():
         for entry in _entries(session):
-            if entry.get(DATA_KEY) in CHANGES and tid_of(entry) < before:
+            if entry.get(DATA_KEY) in CHANGES and (before is None or tid_of(entry) < before):
                 changes.append(_describe(entry))
                 if len(changes) >= n:
                     break
