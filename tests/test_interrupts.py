@@ -15,6 +15,7 @@ import time
 import pytest
 
 import zpydb
+from zpydb import interrupts
 from tests.servers import ZeoServer
 
 PYTHON = sys.executable
@@ -96,9 +97,10 @@ def term_handler():
 
 
 def _inject(monkeypatch, when, send):
-    """Wrap signal.signal (the one interrupts.py calls): when ``when(signum, handler)``
-    is true once, send ``send`` to this process right after the handler changed."""
-    real = signal.signal
+    """Wrap the handler swap interrupts.py calls (``interrupts._set_handler``, the C
+    ``signal.signal``): when ``when(signum, handler)`` is true once, send ``send`` to
+    this process right after the handler changed."""
+    real = interrupts._set_handler
     armed = [True]
 
     def signal_then_send(signum, handler):
@@ -108,7 +110,7 @@ def _inject(monkeypatch, when, send):
             os.kill(os.getpid(), send)
         return old
 
-    monkeypatch.setattr(signal, "signal", signal_then_send)
+    monkeypatch.setattr(interrupts, "_set_handler", signal_then_send)
     return armed
 
 
