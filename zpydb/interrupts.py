@@ -67,12 +67,16 @@ class _Hold:
     def __init__(self, commit):
         self.commit = commit  # True: a two-phase commit runs (hold on to the first Ctrl-C)
         self.pending = []     # (signum, frame) received while held
-        self.previous = {}    # signum -> handler installed before this hold
+        self.previous = {}    # signum -> handler installed before this hold (outermost only)
         self.broken = False   # a Ctrl-C broke into this commit's wait already
         self.handler = self.record  # one bound method: installed and compared by identity
 
     def record(self, signum, frame):
-        """The handler while held: remember the signal; raise now only while waiting."""
+        """The handler the outermost hold installs: the innermost hold takes the signal."""
+        (_holds[-1] if _holds else self).take(signum, frame)
+
+    def take(self, signum, frame):
+        """Remember the signal; raise now only while waiting for the server."""
         self.pending.append((signum, frame))
         if not _waiting_for_server(frame):
             return
@@ -89,6 +93,11 @@ class deferred:
     gives way to the second signal, not the first.  A class rather than a
     ``@contextmanager`` generator: every statement enters one or two of these,
     and the generator machinery cost more than the hold itself.
+
+    Only the outermost hold swaps the handlers; a hold inside it (the commit
+    inside a statement) is pushed on the stack, takes the signals that arrive
+    while it is the innermost (with its own ``commit`` rule) and hands what it
+    still holds to the hold around it when it ends.
     """
 
     __slots__ = ("commit", "hold")
@@ -101,6 +110,9 @@ class deferred:
         if threading.current_thread() is not threading.main_thread():
             return None
         hold = self.hold = _Hold(self.commit)
+        if _holds:  # nested: the outermost hold's handlers are in place
+            _holds.append(hold)
+            return None
         try:
             _install(hold)
             _holds.append(hold)
@@ -119,6 +131,9 @@ class deferred:
 def _end(hold):
     if hold in _holds:
         _holds.remove(hold)
+    if _holds and not hold.previous:  # nested: the hold around it delivers what is left
+        _holds[-1].pending.extend(hold.pending)
+        return
     _restore(hold.previous)
     _deliver(hold.pending, hold.previous)
 
@@ -131,7 +146,10 @@ def checkpoint():
     the handler installed before the outermost hold, which raises.
     """
     if _holds and threading.current_thread() is threading.main_thread():
-        _deliver_all_now()
+        for hold in _holds:
+            if hold.pending:
+                _deliver_all_now()
+                return
 
 
 def _deliver_all_now(broke_commit=False):

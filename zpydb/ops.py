@@ -118,16 +118,55 @@ UNTRACKED = _Untracked()
 # -- walking ---------------------------------------------------------------
 
 def traverse(root, steps, reads=UNTRACKED, for_write=False):
-    """The node at ``steps`` below ``root``; errors name the failing path."""
+    """The node at ``steps`` below ``root``; errors name the failing path.
+
+    Every statement walks its path here, so the common steps -- a str or int
+    key of a dict, an int index of a list that is there -- are taken inline
+    (:func:`_step`); anything else (a slice, a str value, a missing key, a
+    key of the wrong kind) goes through :func:`child`, which has the rules and
+    the errors.  Both tell ``reads`` the same objects.
+    """
     node = root
     if for_write:
         reads = UNTRACKED
+    tracked = reads is not UNTRACKED
     for depth, step in enumerate(steps):
-        if for_write and isinstance(step, slice):
-            raise NotAContainerError(format_path(steps[:depth + 1]),
-                                     "cannot change data through a slice; index the list itself")
-        node = child(node, step, steps[:depth + 1], reads, for_write)
+        value = _step(node, step)
+        if value is nodes.MISSING:
+            if for_write and isinstance(step, slice):
+                raise NotAContainerError(format_path(steps[:depth + 1]),
+                                         "cannot change data through a slice; index the list "
+                                         "itself")
+            value = child(node, step, steps[:depth + 1], reads, for_write)
+        elif tracked:
+            reads.at(node, step)
+        node = value
     return node
+
+
+_DICT_NODES, _LIST_NODES = nodes.DICT_NODES, nodes.LIST_NODES
+
+
+def _step(node, step):
+    """``node[step]`` for a str/int key of a dict or an int index of a list that
+    exists; :data:`nodes.MISSING` for everything else (:func:`child` decides).
+
+    Exact ``str``/``int`` only: they are their own stored key (``exact_key``),
+    and a bool, a subclass or a float takes the full path.
+    """
+    kind = type(step)
+    if kind is str or kind is int:
+        if isinstance(node, _DICT_NODES):
+            try:
+                return node.get(step, nodes.MISSING)
+            except TypeError:  # a key of another kind than the dict's keys
+                return nodes.MISSING
+        if kind is int and isinstance(node, _LIST_NODES):
+            try:
+                return node[step]
+            except IndexError:
+                return nodes.MISSING
+    return nodes.MISSING
 
 
 def child(node, step, steps, reads=UNTRACKED, for_write=False):

@@ -38,6 +38,7 @@ import operator
 from . import nodes, ops
 
 _MISSING = object()
+_new_path = object.__new__
 
 
 def _binary(symbol, func, name):
@@ -84,7 +85,13 @@ class Path:
 
         A Path used as the key (``db['l'][db['i']]``) is read here, once.
         """
-        return Path(self._executor, self._steps + (_key(key),))
+        kind = type(key)
+        if kind is not str and kind is not int:  # the common keys need no look
+            key = _key(key)
+        path = _new_path(Path)  # not Path(...): __init__'s generic set-up costs more
+        path._executor = self._executor
+        path._steps = self._steps + (key,)
+        return path
 
     def _expr(self):
         """The path as Python source, e.g. ``db['l'][4]``."""

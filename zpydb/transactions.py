@@ -90,10 +90,10 @@ class Autocommit:
         return getattr(self._locks, "block", None)
 
     def read(self, op):
-        block = self.lock_block
+        block = getattr(self._locks, "block", None)  # lock_block, inline: every read asks
         if block is not None:
             return block.read(op)
-        return self.session.read(lambda root: op(root, ops.UNTRACKED))
+        return self.session.read(op, ops.UNTRACKED)
 
     def write(self, op, note):
         block = self.lock_block
