@@ -46,7 +46,20 @@ SEQUENCE_VALUES = (str, bytes, tuple)
 
 def format_path(steps):
     """``('l', 4)`` -> ``"db['l'][4]"``: the Python expression of a path."""
-    return "db" + "".join(f"[{_format_step(step)}]" for step in steps)
+    parts = ["db"]
+    for step in steps:
+        kind = type(step)
+        # every write notes its path: a short str or int key is its own repr
+        if (kind is str and len(step) <= _SHORT_KEY) or (kind is int and -_BIG < step < _BIG):
+            parts.append(f"[{step!r}]")
+        else:
+            parts.append(f"[{_format_step(step)}]")
+    return "".join(parts)
+
+
+#: Keys up to this long are shown whole (their repr is at most 4x + 2 <= 100 characters,
+#: :func:`_format_step`'s limit); ints below _BIG have a repr of at most 19 digits.
+_SHORT_KEY, _BIG = 24, 10 ** 18
 
 
 def _format_step(step):
@@ -431,9 +444,23 @@ def _require_container(node, path):
 # -- writing ---------------------------------------------------------------
 
 def set_item(root, steps, value, reads=UNTRACKED):
-    """``db[...][key] = value``: convert deeply (depth counted from db), then store."""
+    """``db[...][key] = value``: convert deeply (depth counted from db), then store.
+
+    A scalar stored under a str or int key of a dict -- most writes -- takes
+    the short way: nothing to convert, the key is its own stored form, and no
+    path is formatted unless a message needs it.
+    """
     parent = traverse(root, steps[:-1], for_write=True)
-    key, path = steps[-1], format_path(steps)
+    key = steps[-1]
+    kind = type(key)
+    if (kind is str or kind is int) and type(value) in _SCALAR_TYPES and \
+            isinstance(parent, _DICT_NODES):
+        try:
+            parent[key] = value
+            return
+        except TypeError:  # a key of another kind than the dict's: the long way says so
+            pass
+    path = format_path(steps)
     sliced = isinstance(key, slice)
     node = nodes.to_node(value, path, len(steps) - sliced)  # a slice's items sit at len(steps)
     if nodes.is_dict_node(parent):
@@ -447,6 +474,9 @@ def set_item(root, steps, value, reads=UNTRACKED):
     else:
         raise NotAContainerError(path, f"{format_path(steps[:-1])} is "
                                        f"{nodes.describe_type(parent)}, not a dict or list")
+
+
+_SCALAR_TYPES = frozenset(nodes.SCALARS)
 
 
 def _store_key(tree, key, node, path):

@@ -182,7 +182,8 @@ class Path:
 
     # -- writing ----------------------------------------------------------
     def __setitem__(self, key, value):
-        key = _key(key)
+        if type(key) is not str and type(key) is not int:
+            key = _key(key)
         if isinstance(value, _Applied) and value._steps == self._steps + (key,):
             return  # the augmented assignment already wrote it, atomically
         steps = self._steps + (key,)

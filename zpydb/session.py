@@ -310,18 +310,25 @@ class Session:
         budget = RetryBudget(self.options)
         txid, started = outcome.new_txid(), time.time()
         result = _Result()
-        recovery = Recovery(self, budget)
-        with translate_errors(self.name, self.db.storage, budget), interrupts.deferred():
-            while True:
-                tm, conn = self.connection()
-                try:
-                    return self._attempts(tm, conn, func, describe, txid, budget, result)
-                except COMMIT_FAILURES as exc:
-                    if not recovery.handles(exc, tm):
-                        raise  # not the storage's failure (e.g. a file the statement reads)
-                    self._drop_connection()
-                    if recovery.committed(exc, tm, txid, started):
-                        return result.value
+        recovery = None
+        try:  # translate_errors(), inline: this is the hot path of every write
+            with interrupts.deferred():
+                while True:
+                    tm, conn = self.connection()
+                    try:
+                        return self._attempts(tm, conn, func, describe, txid, budget, result)
+                    except COMMIT_FAILURES as exc:
+                        if not Recovery.handles(exc, tm):
+                            raise  # not the storage's failure (e.g. a file the statement reads)
+                        recovery = recovery or Recovery(self, budget)
+                        self._drop_connection()
+                        if recovery.committed(exc, tm, txid, started):
+                            return result.value
+        except errors.Error:
+            raise
+        except TRANSLATED as exc:
+            raise translate(exc, self.name, self.db.storage, budget) from (
+                exc if isinstance(exc, POS.ConflictError) else None)
 
     def _attempts(self, tm, conn, func, describe, txid, budget, result):
         tm.deadline = budget.deadline
