@@ -79,6 +79,10 @@ class Reads(abc.ABC):
     (:meth:`register`); this class knows which objects a read looked at.
     """
 
+    #: True: also told the containers a *write* walks through (session.PathCheck);
+    #: a block's tracker is not (its transaction began up to date).
+    paths_of_writes = False
+
     @abc.abstractmethod
     def register(self, obj):
         """``obj`` (a persistent object) was read."""
@@ -140,7 +144,7 @@ def traverse(root, steps, reads=UNTRACKED, for_write=False):
     the errors.  Both tell ``reads`` the same objects.
     """
     node = root
-    if for_write:
+    if for_write and not reads.paths_of_writes:
         reads = UNTRACKED
     tracked = reads is not UNTRACKED
     for depth, step in enumerate(steps):
@@ -450,7 +454,7 @@ def set_item(root, steps, value, reads=UNTRACKED):
     the short way: nothing to convert, the key is its own stored form, and no
     path is formatted unless a message needs it.
     """
-    parent = traverse(root, steps[:-1], for_write=True)
+    parent = traverse(root, steps[:-1], reads, for_write=True)
     key = steps[-1]
     kind = type(key)
     if (kind is str or kind is int) and type(value) in _SCALAR_TYPES and \
@@ -503,7 +507,7 @@ def _store_index(lst, index, node, steps):
 
 
 def del_item(root, steps, reads=UNTRACKED):
-    parent = traverse(root, steps[:-1], for_write=True)
+    parent = traverse(root, steps[:-1], reads, for_write=True)
     key, path = steps[-1], format_path(steps)
     if not isinstance(key, slice):
         child(parent, key, steps, for_write=True)
@@ -532,7 +536,7 @@ def call_writer(root, steps, name, args, kwargs, reads=UNTRACKED):
     Each checks its arguments and converts every new value before it changes
     anything, so a statement that fails inside a block leaves nothing behind.
     """
-    node = traverse(root, steps, for_write=True)
+    node = traverse(root, steps, reads, for_write=True)
     adapter = adapt(node, format_path(steps), len(steps))
     result = adapter.method(name, WRITE)(adapter, *args, **kwargs)
     adapter.finished(root, steps)

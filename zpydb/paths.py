@@ -40,6 +40,14 @@ from . import nodes, ops
 _MISSING = object()
 _new_path = object.__new__
 
+#: Writer methods that are *blind writes* (session.Session.write): what they do
+#: to the target does not depend on what it holds, so only their path must be
+#: current.  ``p[k] = v`` and ``p op= x`` are blind too (``op=`` reads the
+#: value it replaces, which the conflict check covers, or the value's own
+#: records, which it registers); ``del``, ``pop``, ``remove``, ``setdefault``,
+#: ``popitem``, ``clear``... decide from the target's content and are not.
+BLIND_WRITERS = frozenset({"append", "extend", "update"})
+
 
 def _binary(symbol, func, name):
     """``path <symbol> other`` and ``other <symbol> path``: both read the value."""
@@ -190,7 +198,8 @@ class Path:
         note = f"{ops.format_path(steps)} = {_short_repr(value)}"
         value = _own_or_plain(value, self._executor)
         self._executor.write(
-            lambda root, reads: ops.set_item(root, steps, _resolve(value, root), reads), note)
+            lambda root, reads: ops.set_item(root, steps, _resolve(value, root), reads), note,
+            blind=not isinstance(value, Path))
 
     def __delitem__(self, key):
         steps = self._steps + (_key(key),)
@@ -205,7 +214,7 @@ class Path:
         return self._executor.write(
             lambda root, reads: ops.call_writer(
                 root, self._steps, name, [_resolve(a, root) for a in args], kwargs, reads),
-            note)
+            note, blind=name in BLIND_WRITERS and not any(isinstance(a, Path) for a in args))
 
     def append(self, value):
         return self._writer("append", value)
@@ -252,7 +261,7 @@ class Path:
         def apply(root, reads):
             return ops.augment(root, steps, symbol, func, _plain(other), reads)
 
-        self._executor.write(apply, note)
+        self._executor.write(apply, note, blind=not isinstance(other, Path))
         return _Applied(self._executor, steps)
 
     def __iadd__(self, other):

@@ -95,12 +95,12 @@ class Autocommit:
             return block.read(op)
         return self.session.read(op, ops.UNTRACKED)
 
-    def write(self, op, note):
-        block = self.lock_block
+    def write(self, op, note, blind=False):
+        """``blind``: the statement is a blind write (Session.write, "Writes without the ping")."""
+        block = getattr(self._locks, "block", None)  # lock_block, inline
         if block is not None:
             return block.write(op, note)
-        return self.session.write(lambda root: op(root, ops.UNTRACKED),
-                                  lambda txn: describe_transaction(txn, note))
+        return self.session.write(op, lambda txn: describe_transaction(txn, note), blind)
 
     def iterate(self, op):
         """An iterator over ``op``'s batches, all read from ONE snapshot.
@@ -250,9 +250,10 @@ class Block:
         return _batches(items, position, lambda position: self.read(
             lambda root, reads: op(root, reads, position, ops.BATCH_SIZE)))
 
-    def write(self, op, note):
+    def write(self, op, note, blind=False):
         """One statement of the block: a Ctrl-C during it lands after it (the
-        block is then aborted as a whole by whoever catches the interrupt)."""
+        block is then aborted as a whole by whoever catches the interrupt).
+        ``blind`` changes nothing here: a block's transaction begins up to date."""
         self._check()
         with interrupts.deferred(), self._translated():
             result = op(data_root(self.conn), _BlockReads(self))
