@@ -28,11 +28,13 @@ WORKLOADS = {
     "FS": procs.fs, "W1": core.w1, "R1": core.r1, "S1": procs.s1, "R2": procs.r2,
     "I1": core.i1, "W3": core.w3, "W2": core.w2, "B1": procs.b1, "C1": procs.c1,
     "F1": procs.f1, "P1": procs.p1, "C2": contention.c2, "H1": hotpath.h1,
+    "W4": core.w4,
 }
 # rough progress ticks per workload (rounds / sizes), for the bar only
 TICKS = {"FS": 1, "W1": "rounds", "R1": "rounds", "S1": 1, "R2": 3, "I1": "rounds",
          "W3": "grow", "W2": "grow", "B1": "bulk", "C1": "clients", "F1": 4, "P1": 2,
-         "C2": "c2", "H1": len(hotpath.PER_OP)}
+         "C2": "c2", "H1": len(hotpath.PER_OP),
+         "W4": "rounds"}
 
 
 def ticks_for(key, mode, env):

@@ -28,6 +28,7 @@ to different keys).
 import abc
 import functools
 import itertools
+import operator
 
 from BTrees.OOBTree import OOBTree
 from persistent.list import PersistentList
@@ -322,7 +323,7 @@ def _list_span(node, start, stop, reads):
     """Items ``start:stop`` of a stored list, loading (and tracking) only their chunks."""
     if not isinstance(node, BigList):
         reads.at(node)
-        return node[start:stop]
+        return _items_of(node)[start:stop]
     reads.register(node)
     if stop <= start:
         return []
@@ -330,14 +331,31 @@ def _list_span(node, start, stop, reads):
     items = []
     for chunk in node._chunks.values(min=start // width, max=(stop - 1) // width):
         reads.register(chunk)
-        items.extend(chunk)
+        items.extend(_items_of(chunk))
     first = (start // width) * width
     return items[start - first:stop - first]
+
+
+def _items_of(lst):
+    """The plain list inside a PersistentList (``UserList.data``): iterating the
+    PersistentList itself calls ``__getitem__`` once per item, in Python."""
+    return lst.data if isinstance(lst, PersistentList) else lst
 
 
 def _plain_item(value, reads):
     reads.whole(value)
     return nodes.to_plain(value)
+
+
+def _plain_items(values, reads):
+    """Plain copies of ``values`` (a new list of stored items), telling ``reads``.
+
+    Iteration's hot path: a batch of scalars (immutable, already plain) is
+    returned as it is, checked by one pass of ``type`` in C.
+    """
+    if reads is UNTRACKED and _SCALAR_TYPES.issuperset(map(type, values)):
+        return values
+    return [_plain_item(x, reads) for x in values]
 
 
 def read_attribute(root, steps, name, reads=UNTRACKED):
@@ -481,6 +499,7 @@ def set_item(root, steps, value, reads=UNTRACKED):
 
 
 _SCALAR_TYPES = frozenset(nodes.SCALARS)
+_first, _second = operator.itemgetter(0), operator.itemgetter(1)
 
 
 def _store_key(tree, key, node, path):
@@ -696,7 +715,7 @@ class ListNode(Node):
         """Items ``position:position+size`` (a BigList loads only their chunks)."""
         node, start = self.node, position or 0
         stop = len(node) if size is None else min(len(node), start + size)
-        items = [_plain_item(x, reads) for x in _list_span(node, start, stop, reads)]
+        items = _plain_items(_list_span(node, start, stop, reads), reads)
         return items, (stop if stop < len(node) else None)
 
     # -- readers: ``count``/``index`` compare plain copies, with compare_equal's errors
@@ -811,16 +830,16 @@ class DictNode(Node):
         taken = list(itertools.islice(found, None if size is None else size + 1))
         more = size is not None and len(taken) > size
         del taken[size if more else len(taken):]
-        if not taken:  # the bucket where a new key would appear was read too
-            reads.at(tree, None if position is None else position[0])
-        for key, _ in taken:
-            reads.at(tree, key)
-        if kind == "values":
-            items = [_plain_item(v, reads) for _, v in taken]
-        elif kind == "items":
-            items = [(k, _plain_item(v, reads)) for k, v in taken]
+        if reads is not UNTRACKED:
+            if not taken:  # the bucket where a new key would appear was read too
+                reads.at(tree, None if position is None else position[0])
+            for key, _ in taken:
+                reads.at(tree, key)
+        if kind == "keys" or kind == "iter":  # stored keys are exact builtins: plain already
+            items = list(map(_first, taken))
         else:
-            items = [k for k, _ in taken]
+            values = _plain_items(list(map(_second, taken)), reads)
+            items = values if kind == "values" else list(zip(map(_first, taken), values))
         return items, ((taken[-1][0],) if more else None)
 
     # -- writers

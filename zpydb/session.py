@@ -362,6 +362,32 @@ class Session:
         except TRANSLATED as exc:
             raise translate(exc, self.name, storage) from None
 
+    def read_snapshot(self, db, before, func):
+        """Run ``func(data_root)`` on the snapshot of ``db`` before transaction id ``before``.
+
+        On this thread's own connection when a transaction begun on it now
+        still reads that snapshot (nothing was committed since, or this client
+        has not heard of it yet): MVCC reads every object "before ``_start``",
+        so the same ``before`` is the same state, and the connection's cache
+        is warm.  Otherwise on a historical connection (:meth:`read_before`).
+        Later batches of an iteration read here (transactions.py ``iterate``).
+        """
+        tm, conn = self.connection(replica=True)
+        if conn.db() is db:
+            storage = db.storage
+            try:
+                with interrupts.deferred():
+                    tm.fresh = False  # no ping: the question is "still that snapshot?"
+                    tm.begin()
+                    try:
+                        if snapshot_before(conn) == before:
+                            return func(data_root(conn))
+                    finally:
+                        tm.abort()
+            except TRANSLATED as exc:
+                raise translate(exc, self.name, storage) from None
+        return self.read_before(db, before, func)
+
     def read_before(self, db, before, func):
         """Run ``func(data_root)`` on a read-only historical connection of ``db``
         that sees the state *before* transaction id ``before`` (ZODB's MVCC:

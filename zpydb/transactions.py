@@ -108,24 +108,41 @@ class Autocommit:
         ``op(root, reads, position, size) -> (items, next position or None)``
         (:func:`ops.read_batch`).  The first batch is read now, as any read
         (errors surface here, and it is the moment of the snapshot); the rest
-        are read when the iterator gets to them, each on a historical
-        connection at that first read's snapshot (:meth:`Session.read_before`).
+        are read when the iterator gets to them, each from that first read's
+        snapshot.  While every batch so far found its objects in memory (none
+        was loaded from the storage: ``Connection.getTransferCounts``), the next
+        one is read on this thread's own connection if it is still at that
+        snapshot (:meth:`Session.read_snapshot`; its cache is warm); otherwise
+        on a historical connection that keeps nothing afterwards
+        (:meth:`Session.read_before`), so iterating a value that is not in
+        memory holds one batch of it at a time, not the whole value.
         """
         block = self.lock_block
         if block is not None:
             return block.iterate(op)
-        session, snapshot = self.session, {}
+        session, snapshot = self.session, {"warm": True}
+
+        def counted(root, position, size):
+            conn = root._p_jar
+            loads = conn.getTransferCounts()[0] if conn is not None else 0
+            result = op(root, ops.UNTRACKED, position, size)
+            if conn is not None and conn.getTransferCounts()[0] != loads:
+                snapshot["warm"] = False  # not all in memory: the rest on historical connections
+            return result
 
         def first(root):
             conn = root._p_jar
             before = None if conn is None else snapshot_before(conn)
             snapshot.update(db=conn.db() if before else None, before=before)
             # no snapshot to come back to: one read of everything (the old way)
-            return op(root, ops.UNTRACKED, None, ops.BATCH_SIZE if before else None)
+            return counted(root, None, ops.BATCH_SIZE if before else None)
 
         items, position = session.read(first)
 
         def rest(position):
+            if snapshot["warm"]:
+                return session.read_snapshot(snapshot["db"], snapshot["before"],
+                                             lambda root: counted(root, position, ops.BATCH_SIZE))
             return session.read_before(
                 snapshot["db"], snapshot["before"],
                 lambda root: op(root, ops.UNTRACKED, position, ops.BATCH_SIZE))
