@@ -295,6 +295,10 @@ def read(root, steps, reads=UNTRACKED):
 #: each batch is one read of one snapshot (transactions.py ``iterate``), so memory
 #: holds one batch, not the whole value.
 BATCH_SIZE = 1000
+#: A batch that found everything in memory is followed by batches this many times
+#: larger (transactions.py ``iterate``): they load nothing, so they hold no more
+#: memory, and each batch's fixed cost (its transaction) is spread over more items.
+WARM_BATCH_FACTOR = 10
 
 #: What an iteration yields (:func:`read_batch`): the items (or keys), or a dict's
 #: keys, values or (key, value) pairs.
@@ -329,11 +333,12 @@ def _list_span(node, start, stop, reads):
         return []
     width = node._chunk_size
     items = []
+    offset = (start // width) * width  # where the first chunk starts
     for chunk in node._chunks.values(min=start // width, max=(stop - 1) // width):
         reads.register(chunk)
-        items.extend(_items_of(chunk))
-    first = (start // width) * width
-    return items[start - first:stop - first]
+        items += _items_of(chunk)[max(0, start - offset):stop - offset]
+        offset += width
+    return items
 
 
 def _items_of(lst):
@@ -837,6 +842,9 @@ class DictNode(Node):
                 reads.at(tree, key)
         if kind == "keys" or kind == "iter":  # stored keys are exact builtins: plain already
             items = list(map(_first, taken))
+        elif (kind == "items" and reads is UNTRACKED
+              and _SCALAR_TYPES.issuperset(map(type, map(_second, taken)))):
+            items = taken  # new (key, scalar) tuples: plain already
         else:
             values = _plain_items(list(map(_second, taken)), reads)
             items = values if kind == "values" else list(zip(map(_first, taken), values))

@@ -38,6 +38,7 @@ to bound memory.
 
 import functools
 import getpass
+import itertools
 import threading
 import time
 import weakref
@@ -141,8 +142,9 @@ class Autocommit:
 
         def rest(position):
             if snapshot["warm"]:
+                size = ops.BATCH_SIZE * ops.WARM_BATCH_FACTOR
                 return session.read_snapshot(snapshot["db"], snapshot["before"],
-                                             lambda root: counted(root, position, ops.BATCH_SIZE))
+                                             lambda root: counted(root, position, size))
             return session.read_before(
                 snapshot["db"], snapshot["before"],
                 lambda root: op(root, ops.UNTRACKED, position, ops.BATCH_SIZE))
@@ -182,16 +184,22 @@ class Autocommit:
 
 
 def _batches(items, position, next_batch):
-    """Yield ``items``, then ``next_batch(position)``'s items until the position is None.
+    """``items``, then ``next_batch(position)``'s items until the position is None.
 
-    A generator: a loop that stops early (``break``) holds nothing open, since
-    each batch opens and closes what it reads from.
+    One iterator: ``itertools.chain`` walks each batch in C, and the generator
+    below runs once per batch, not once per item.  A loop that stops early
+    (``break``) holds nothing open, since each batch opens and closes what it
+    reads from.
     """
-    yield from items
+    return itertools.chain.from_iterable(_each_batch(items, position, next_batch))
+
+
+def _each_batch(items, position, next_batch):
+    yield items
     while position is not None:
         items = None  # the previous batch can go before the next one is read
         items, position = next_batch(position)
-        yield from items
+        yield items
 
 
 # -- VAL's hook: this thread's open blocks (undo.py refuses to run inside one) --
