@@ -29,7 +29,9 @@ change, so no hash can match ``==``), and ``isinstance``, ``is``, ``json``,
 A Path runs its operations through an *executor* (transactions.py's
 ``Autocommit`` and ``Block``): ``read(op)`` and ``write(op, note)``, where
 ``op(root, reads)`` is an ops.py call and ``reads`` the executor's read
-tracker, so the same proxy code serves both.
+tracker, so the same proxy code serves both; ``note()`` makes the statement's
+text for the transaction note (only when it is kept: a long block keeps the
+first few hundred characters).
 """
 
 import math
@@ -195,7 +197,8 @@ class Path:
         if isinstance(value, _Applied) and value._steps == self._steps + (key,):
             return  # the augmented assignment already wrote it, atomically
         steps = self._steps + (key,)
-        note = f"{ops.format_path(steps)} = {_short_repr(value)}"
+        shown = value
+        note = lambda: f"{ops.format_path(steps)} = {_short_repr(shown)}"  # noqa: E731
         value = _own_or_plain(value, self._executor)
         self._executor.write(
             lambda root, reads: ops.set_item(root, steps, _resolve(value, root), reads), note,
@@ -204,12 +207,16 @@ class Path:
     def __delitem__(self, key):
         steps = self._steps + (_key(key),)
         self._executor.write(lambda root, reads: ops.del_item(root, steps, reads),
-                             f"del {ops.format_path(steps)}")
+                             lambda: f"del {ops.format_path(steps)}")
 
     def _writer(self, name, *args, **kwargs):
-        shown = ", ".join([_short_repr(a) for a in args] +
-                          [f"{k}={_short_repr(v)}" for k, v in kwargs.items()])
-        note = f"{self._expr()}.{name}({shown})"
+        shown = args
+
+        def note():
+            listed = ", ".join([_short_repr(a) for a in shown] +
+                               [f"{k}={_short_repr(v)}" for k, v in kwargs.items()])
+            return f"{self._expr()}.{name}({listed})"
+
         args = [_own_or_plain(a, self._executor) for a in args]
         return self._executor.write(
             lambda root, reads: ops.call_writer(
@@ -256,7 +263,7 @@ class Path:
     # -- augmented assignment: one atomic read-modify-write ----------------
     def _augment(self, symbol, func, other):
         steps = self._steps
-        note = f"{self._expr()} {symbol}= {_short_repr(other)}"
+        note = lambda: f"{self._expr()} {symbol}= {_short_repr(other)}"  # noqa: E731
 
         def apply(root, reads):
             return ops.augment(root, steps, symbol, func, _plain(other), reads)

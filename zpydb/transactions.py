@@ -44,11 +44,12 @@ import time
 import weakref
 from contextlib import nullcontext
 
+import ZODB.POSException as POS
 from ZODB.utils import z64
 
 from . import errors, interrupts, ops, outcome
 from .session import DATA_KEY, Recovery, RetryBudget, _Result, data_root, snapshot_before
-from .translate import COMMIT_FAILURES, DISCONNECTS, translate, translate_errors
+from .translate import COMMIT_FAILURES, DISCONNECTS, TRANSLATED, translate, translate_errors
 
 
 #: A long block (a bulk import) takes a savepoint every this many writes, so
@@ -101,7 +102,8 @@ class Autocommit:
         block = getattr(self._locks, "block", None)  # lock_block, inline
         if block is not None:
             return block.write(op, note)
-        return self.session.write(op, lambda txn: describe_transaction(txn, note), blind)
+        text = note()
+        return self.session.write(op, lambda txn: describe_transaction(txn, text), blind)
 
     def iterate(self, op):
         """An iterator over ``op``'s batches, all read from ONE snapshot.
@@ -222,8 +224,10 @@ class Block:
         self.session = session
         self.raw_errors = raw_errors
         self.notes = []
+        self._note_room = NOTE_LIMIT + 1
         self.done = False
         self.read_set = {}  # oid -> serial when the block first read it
+        self._reads = _BlockReads(self)
         self._writes = 0
         self.txid, self.started = outcome.new_txid(), time.time()
         self.tm = self.conn = None
@@ -280,9 +284,18 @@ class Block:
         block is then aborted as a whole by whoever catches the interrupt).
         ``blind`` changes nothing here: a block's transaction begins up to date."""
         self._check()
-        with interrupts.deferred(), self._translated():
-            result = op(data_root(self.conn), _BlockReads(self))
-        self.notes.append(note)
+        with interrupts.deferred():
+            try:  # _translated(), inline: a bulk load runs this per item
+                result = op(data_root(self.conn), self._reads)
+            except TRANSLATED as exc:
+                if self.raw_errors:
+                    raise
+                raise translate(exc, self.session.name) from (
+                    exc if isinstance(exc, POS.ConflictError) else None)
+        if self._note_room > 0:  # the note keeps NOTE_LIMIT characters: no more texts
+            text = note()
+            self.notes.append(text)
+            self._note_room -= len(text) + 2
         self._writes += 1
         if self._writes % SAVEPOINT_EVERY == 0:
             self.tm.savepoint(optimistic=True)  # lets the cache drop what was written
@@ -319,6 +332,7 @@ class Block:
     def reset(self):
         """Forget the notes and read set of a previous attempt (atomic retries)."""
         self.notes = []
+        self._note_room = NOTE_LIMIT + 1
         self.read_set = {}
 
     def describe(self):
