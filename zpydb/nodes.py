@@ -180,13 +180,12 @@ def _tuple_item(item, path, level):
 
 def _dict_node(mapping, path, level, parents):
     pairs = _pairs(mapping, path)
-    keys = [check_key_type(key, path, level) for key, _ in pairs]
+    keys = [key if type(key) is str else check_key_type(key, path, level) for key, _ in pairs]
     check_keys_orderable(keys, path)
-    tree = OOBTree()
-    for key, (_, value) in zip(keys, pairs):
-        tree[key] = (value if type(value) in SCALARS
-                     else to_node(value, f"{path}[{short_repr(key)}]", level + 1, parents))
-    return tree
+    values = [value if type(value) in _PLAIN
+              else to_node(value, f"{path}[{short_repr(key)}]", level + 1, parents)
+              for key, (_, value) in zip(keys, pairs)]
+    return OOBTree(list(zip(keys, values)))  # inserted in C, in order (a later equal key wins)
 
 
 def _pairs(mapping, path):

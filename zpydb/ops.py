@@ -493,7 +493,8 @@ def set_item(root, steps, value, reads=UNTRACKED):
     if nodes.is_dict_node(parent):
         if sliced:
             raise NotAContainerError(path, "dicts cannot be sliced")
-        key = nodes.check_key_type(key, format_path(steps[:-1]), len(steps) - 1)
+        if kind is not str:
+            key = nodes.check_key_type(key, format_path(steps[:-1]), len(steps) - 1)
         _store_key(parent, key, node, path)
     elif nodes.is_list_node(parent):
         _store_index(parent, key, node, steps)

@@ -286,6 +286,10 @@ class Block:
         self._check()
         with interrupts.deferred():
             try:  # _translated(), inline: a bulk load runs this per item
+                if self._writes and self._writes % SAVEPOINT_EVERY == 0:
+                    # when the next write comes, not after the last one: a block that
+                    # ends there commits without copying its last writes once more
+                    self.tm.savepoint(optimistic=True)  # the cache may drop what was written
                 result = op(data_root(self.conn), self._reads)
             except TRANSLATED as exc:
                 if self.raw_errors:
@@ -297,8 +301,6 @@ class Block:
             self.notes.append(text)
             self._note_room -= len(text) + 2
         self._writes += 1
-        if self._writes % SAVEPOINT_EVERY == 0:
-            self.tm.savepoint(optimistic=True)  # lets the cache drop what was written
         return result
 
     def commit(self):
