@@ -80,17 +80,21 @@ class _Hold:
         self.pending.append((signum, frame))
         if not _waiting_for_server(frame):
             return
-        if self.commit and not self.broken and len(self.pending) < 2:
+        commit = self.commit() if callable(self.commit) else self.commit
+        if commit and not self.broken and len(self.pending) < 2:
             return  # the first Ctrl-C of a commit waits for the commit
-        self.broken = self.commit
-        _deliver_all_now(broke_commit=self.commit)
+        self.broken = commit
+        _deliver_all_now(broke_commit=commit)
 
 
 class deferred:
     """Hold SIGINT/SIGTERM for the duration of the ``with`` block, then deliver them.
 
     ``commit``: the block is a two-phase commit; a wait on the server inside it
-    gives way to the second signal, not the first.  A class rather than a
+    gives way to the second signal, not the first.  A function instead of True
+    is asked when a signal comes: False while the commit can still be given up
+    with nothing applied (a commit that has not voted: session.py's VoteMark),
+    then a wait gives way to the first signal.  A class rather than a
     ``@contextmanager`` generator: every statement enters one or two of these,
     and the generator machinery cost more than the hold itself.
 

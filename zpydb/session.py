@@ -87,9 +87,15 @@ class _ZpydbTransactionManager(transaction.TransactionManager):
 
     failed_commit = None  # the exception the last commit() raised, if any
 
+    def _finishing(self):
+        """Whether a Ctrl-C now would cut a commit that may have been applied
+        (interrupts.py): not while a blind write's commit has not voted."""
+        mark = self.vote_mark
+        return mark is None or mark.voted
+
     def commit(self):
         self.failed_commit = None
-        with interrupts.deferred(commit=True):
+        with interrupts.deferred(commit=self._finishing):
             try:
                 return super().commit()
             except BaseException as exc:
