@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 RUN_STAMP  := $(VENV)/.installed-run
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: run test install install-test serve certs bench bench-full postgres redis clean torture
+.PHONY: run test install install-test serve certs bench bench-full postgres redis chromium clean torture web
 
 # Create the virtualenv and install zpydb (editable) when the packaging files change;
 # var/zeo is where zeo_configs/zeo.conf keeps its data, so plain
@@ -19,10 +19,16 @@ $(RUN_STAMP): setup.cfg pyproject.toml
 	mkdir -p var/zeo
 	touch $(RUN_STAMP)
 
-# The same virtualenv plus the test and bench extras.
+# The same virtualenv plus the test, bench and web extras.
 $(TEST_STAMP): $(RUN_STAMP)
-	$(BIN)/python -m pip install -q -e '.[test,bench]'
+	$(BIN)/python -m pip install -q -e '.[test,bench,web]'
 	touch $(TEST_STAMP)
+
+# `make run` plus the web extra (Starlette, uvicorn) for `make web`.
+WEB_STAMP := $(VENV)/.installed-web
+$(WEB_STAMP): $(RUN_STAMP)
+	$(BIN)/python -m pip install -q -e '.[web]'
+	touch $(WEB_STAMP)
 
 install: $(RUN_STAMP)
 
@@ -36,13 +42,23 @@ run: $(RUN_STAMP)
 postgres:
 	bash scripts/ensure-postgres.sh
 
-# The whole test suite: core, ZEO (real runzeo), PostgreSQL (real server), files, bench smoke.
-test: $(TEST_STAMP) postgres redis
+# Headless Chromium and chromedriver for the console tests (installed with apt when missing).
+chromium:
+	bash scripts/ensure-chromium.sh
+
+# The whole test suite: core, ZEO (real runzeo), PostgreSQL (real server), files, web
+# (real uvicorn, the console in real headless Chromium), bench smoke.
+test: $(TEST_STAMP) postgres redis chromium
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Redis is a benchmark peer; the bench smoke test in `make test` runs it too.
 redis:
 	bash scripts/ensure-redis.sh
+
+# The database over HTTP on 127.0.0.1:8110: REST and the console at / (docs/web.md).
+# WEB_ARGS passes options, e.g. make web WEB_ARGS="var/Data.fs --tokens tokens.json".
+web: $(WEB_STAMP)
+	$(BIN)/zpydb web $(WEB_ARGS)
 
 # The read-write ZEO server on 127.0.0.1:8100 (zeo_configs/zeo.conf).
 serve: $(RUN_STAMP)

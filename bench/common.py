@@ -54,6 +54,12 @@ class Mode:
     c2_seconds: float = 2.0
     c2_rounds: int = 3
     c2_max_ops: int = 20000
+    # L1: keys of the dict whose len() is measured, items of the list += / append grow
+    len_keys: int = 1_000_000
+    iadd_list: int = 200_000
+    # X1: export/import peak memory at a small and a large item count; the shapes
+    stream_sizes: list = field(default_factory=lambda: [100_000, 1_000_000])
+    stream_shapes: list = field(default_factory=lambda: ["list", "dict"])
 
 
 MODES = {
@@ -61,7 +67,8 @@ MODES = {
                   grow_sizes=[100, 2000], n_grow=5, bulk_sizes=[300], iter_size=2000,
                   cold_keys=200, clients=[1, 2], c1_seconds=0.5, s1_samples=10, file_mb=1,
                   profile_writes=20, c2_writers=[2], c2_seconds=0.3, c2_rounds=1,
-                  c2_max_ops=30),
+                  c2_max_ops=30, len_keys=3000, iadd_list=3000, stream_sizes=[300, 3000],
+                  stream_shapes=["list"]),
     "quick": Mode("quick", rounds=5, n_write=150, n_read=1000, batch_seconds=3.0,
                   grow_sizes=[1000, 10000, 100000], n_grow=60, bulk_sizes=[10000, 100000],
                   iter_size=100000, cold_keys=10000, clients=[1, 2, 4, 8], c1_seconds=3.0,
@@ -70,7 +77,7 @@ MODES = {
                  grow_sizes=[1000, 10000, 100000, 1000000], n_grow=100,
                  bulk_sizes=[10000, 100000, 1000000], iter_size=100000, cold_keys=10000,
                  clients=[1, 2, 4, 8], c1_seconds=6.0, s1_samples=1000, file_mb=1024,
-                 profile_writes=1000),
+                 profile_writes=1000, stream_shapes=["list", "dict", "records"]),
 }
 
 

@@ -1,4 +1,5 @@
-"""In-process workloads: W1 writes, R1 path reads, W2 growing dicts, W3 growing lists, I1 iteration.
+"""In-process workloads: W1 writes, R1 path reads, W2 growing dicts, W3 growing lists, I1 iteration,
+L1 len() of a big dict, += on a big list, reversed iteration.
 
 zpydb and its baselines (raw ZODB on the same storage, Redis, TinyDB, shelve) run
 alternately in the same rounds (common.alternate) so machine noise hits them alike.
@@ -380,6 +381,76 @@ def i1(env, mode, tick):
                                     stats[f"zpydb/zeo/{what}"], stats[f"redis-{kind}/{what}"]))
     return {"title": f"iterate a {n}-element list and a {n}-key dict (warm caches)",
             "size": n, "rows": rows, "ratios": ratios, "peak_rss_mb": peak_rss_mb()}
+
+
+# -- L1 --------------------------------------------------------------------------------------
+
+L1_IADD_ITEMS = 10
+
+
+def l1(env, mode, tick):
+    """Costs that must not grow with the value: len() of a big dict, += on a big list,
+    and reversed() iterating as fast as forward iteration.
+
+    * len(): ``len(db['d'])`` of a ``len_keys`` dict (a BigDict: one Length record)
+      against ``len()`` of the same stored OOBTree through raw ZODB, which walks
+      its buckets: O(1) against O(n), same data, same storage, both caches warm.
+    * ``db['l'] += <10 items>`` on a list of ``iadd_list`` items against
+      ``db['l'].append(x)`` (both one durable statement), and against what += cost
+      before (read the list, add, write it back), for contrast.
+    * ``reversed(db['i'])`` against ``iter(db['i'])`` for a list and a dict of
+      ``iter_size`` items (batches of one snapshot both ways).
+    """
+    backends = [b for b in ("file", "zeo") if b in env.backends]
+    opened = Opened(env, backends=backends)
+    n, size, k = mode.len_keys, mode.iadd_list, L1_IADD_ITEMS
+    extra = list(range(k))
+    contestants = {}
+    for backend in backends:
+        z, raw = opened.z[backend], opened.raw[backend]
+        z["l1d"] = {}
+        for start in range(0, n, 100_000):  # 100k keys per statement
+            z["l1d"].update({f"k{i:07d}": i for i in range(start, min(n, start + 100_000))})
+        z["l1l"] = list(range(size))
+        z["l1copy"] = list(range(size))
+        z["l1i"] = list(range(mode.iter_size))
+        z["l1id"] = {f"k{i:07d}": i for i in range(mode.iter_size)}
+        contestants[f"zpydb/{backend}/len"] = lambda i, z=z: len(z["l1d"])
+        contestants[f"raw/{backend}/len-OOBTree"] = lambda i, raw=raw: raw.read(
+            lambda root: len(root["zpydb"]["l1d"].tree))
+        contestants[f"zpydb/{backend}/iadd-{k}"] = lambda i, z=z: z["l1l"].__iadd__(extra)
+        contestants[f"zpydb/{backend}/append"] = lambda i, z=z: z["l1l"].append(i)
+        contestants[f"zpydb/{backend}/read-add-write-{k}"] = lambda i, z=z: z.__setitem__(
+            "l1copy", z["l1copy"].value() + extra)
+        contestants[f"zpydb/{backend}/list-forward"] = lambda i, z=z: sum(1 for _ in z["l1i"])
+        contestants[f"zpydb/{backend}/list-reversed"] = lambda i, z=z: sum(
+            1 for _ in reversed(z["l1i"]))
+        contestants[f"zpydb/{backend}/dict-forward"] = lambda i, z=z: sum(1 for _ in z["l1id"])
+        contestants[f"zpydb/{backend}/dict-reversed"] = lambda i, z=z: sum(
+            1 for _ in reversed(z["l1id"]))
+    try:
+        for op in contestants.values():  # warm the caches once
+            op(0)
+        stats = alternate(contestants, mode.rounds, 20, min(2.0, mode.batch_seconds), tick)
+    finally:
+        opened.close()
+    ratios = []
+    for b in backends:
+        ratios += [
+            ratio_row(f"zpydb/{b}/len vs raw/{b}/len-OOBTree ({n} keys)",
+                      stats[f"zpydb/{b}/len"], stats[f"raw/{b}/len-OOBTree"],
+                      10.0 if n >= 100_000 else None),  # small dicts: per-statement overhead
+            ratio_row(f"zpydb/{b}/iadd-{k} vs zpydb/{b}/append ({size} items)",
+                      stats[f"zpydb/{b}/iadd-{k}"], stats[f"zpydb/{b}/append"], 0.5),
+            ratio_row(f"zpydb/{b}/iadd-{k} vs zpydb/{b}/read-add-write-{k} (the old +=)",
+                      stats[f"zpydb/{b}/iadd-{k}"], stats[f"zpydb/{b}/read-add-write-{k}"]),
+            ratio_row(f"zpydb/{b}/list-reversed vs list-forward ({mode.iter_size} items)",
+                      stats[f"zpydb/{b}/list-reversed"], stats[f"zpydb/{b}/list-forward"], 0.7),
+            ratio_row(f"zpydb/{b}/dict-reversed vs dict-forward ({mode.iter_size} keys)",
+                      stats[f"zpydb/{b}/dict-reversed"], stats[f"zpydb/{b}/dict-forward"], 0.7),
+        ]
+    return {"title": f"len() of a {n}-key dict, += on a {size}-item list, reversed iteration",
+            "rows": _rows(stats), "ratios": ratios}
 
 
 _ = (OOBTree, tempfile)

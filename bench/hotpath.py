@@ -1,4 +1,4 @@
-"""H1: the hot path, per statement: µs of zpydb's Python over raw ZODB doing the same.
+"""HP: the hot path, per statement: µs of zpydb's Python over raw ZODB doing the same.
 
 Each statement zpydb runs is what raw ZODB code would do (``tm.begin()``, walk
 ``root['zpydb']...``, ``tm.abort()``/``tm.commit()``) plus zpydb's own layers:
@@ -7,7 +7,7 @@ and the transaction note (session.py, transactions.py), the path walk with its
 errors (ops.py) and the plain copy of the result (nodes.py).  H1 measures
 that difference on the embedded FileStorage, where nothing else (no round
 trip) hides it, alternating zpydb and raw in the same rounds, and profiles
-each zpydb statement with cProfile (``python -m bench --only H1``).
+each zpydb statement with cProfile (``python -m bench --only HP``).
 
 The statements (``k`` is a dict of a few keys, ``l`` a 10-item list):
 
@@ -79,7 +79,7 @@ def _statements(db, raw):
     }
 
 
-def h1(env, mode, tick):
+def hp(env, mode, tick):
     db = zpydb_for("file", env)
     raw = Raw(db._session.db, owns_db=False)  # an embedded FileStorage opens once per process
     rows, ratios, profiles = [], [], {}

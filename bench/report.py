@@ -39,14 +39,16 @@ def markdown(results):
             continue
         rows = wl.get("rows", [])
         if rows:
-            cols = ["name"] + [c for c in ("size", "items", "clients", "writers", "keys", "mb")
+            cols = ["name"] + [c for c in ("size", "items", "clients", "writers", "watchers",
+                                           "keys", "mb")
                                if any(c in r for r in rows)]
             cols += ["ops_per_s", "median_us", "p99_us"]
             cols += [c for c in ("bytes_per_write", "items_per_s", "maxrss_mb", "connect_s",
                                  "server_peak_rss_mb", "wall_us", "client_cpu_us",
                                  "server_cpu_us", "fsync_us", "ping_rtt_us", "other_wait_us",
                                  "distance_from_fsync_floor_x", "missed_after_2s", "acked",
-                                 "failed", "lost", "extra", "dup", "reordered", "raw_retries")
+                                 "failed", "lost", "extra", "dup", "reordered", "raw_retries",
+                                 "missed")
                      if any(r.get(c) is not None for r in rows)]
             cols = [c for c in cols if any(c in r for r in rows)]
             lines.append("| " + " | ".join(cols) + " |")

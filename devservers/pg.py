@@ -264,6 +264,22 @@ class PostgresCluster:
             self.base_dir = None
             self.pid = None
 
+    def restart(self):
+        """Crash the server (SIGQUIT: an immediate shutdown, no checkpoint) and start it
+        again on the same port and data: clients see their connections break."""
+        if self.base_dir is None:
+            raise PostgresError("this cluster is not started")
+        self._kill_postmaster()
+        # an immediate shutdown may leave postmaster.pid behind: wait_ready would take
+        # the dead PID in it for the new server's
+        try:
+            os.unlink(os.path.join(self.data_dir, "postmaster.pid"))
+        except FileNotFoundError:
+            pass
+        self.pid = None
+        self._start_server()
+        return self
+
     def _kill_postmaster(self, pid=None):
         """SIGQUIT (immediate shutdown), then SIGKILL, the postmaster; wait for it to go."""
         pid = pid or self._read_pid() or self.pid

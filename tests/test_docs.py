@@ -16,7 +16,7 @@ import pytest
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 BLOCK = re.compile(r"```python\n(.*?)```", re.S)
-RUNNABLE = ["usage.md", "transactions.md", "files.md"]
+RUNNABLE = ["usage.md", "transactions.md", "files.md", "web.md", "history.md"]
 PRINTS = re.compile(r"#\s*prints:\s?(.*)$")
 
 # Runs the example with print() recording what each line of it printed.

@@ -3,8 +3,13 @@
 * ``tests/fixtures/format0`` was written by zpydb before the format was stored
   (commit 2a677a1, see tests/fixtures/make_format0.py): no ``zpydb_format`` in
   the root, BigLists without ``_chunk_size``, chunks without ``capacity``.  The
-  current code must read every value of it, change it, and stamp it (format 1)
-  unless it is opened read-only.
+  current code must read every value of it, change it, and stamp it (the
+  current format) unless it is opened read-only.
+* ``tests/fixtures/format1`` was written by format 1 (main 2f3b735, see
+  tests/fixtures/make_format1.py): every dict a plain OOBTree, big ones
+  included, with no stored length.  The current code must count them right
+  before and after writing into them (the first write gives a big one its
+  Length), read them read-only without writing, and undo back to them.
 * A BigList keeps the chunk size it was made with: changing the module's
   ``CHUNK_SIZE`` changes only lists made afterwards, and conflict resolution
   (in the ZEO server for ZEO) uses each chunk's own capacity.
@@ -27,10 +32,14 @@ from zpydb.copy import copy_database
 from zpydb.merging import AppendList, Counter
 from zpydb.storage import Options, open_database
 from zpydb.session import DATA_KEY, FORMAT_KEY, FORMAT_VERSION
+from BTrees.OOBTree import OOBTree
+from tests.helpers import check_stored_counts
+from zpydb.bigdict import BigDict
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 sys.path.insert(0, str(FIXTURES))
 from make_format0 import expected  # noqa: E402
+from make_format1 import expected as expected1  # noqa: E402
 
 sys.path.remove(str(FIXTURES))
 
@@ -87,14 +96,15 @@ def _check_fixture_values(db, big, d=None):
     assert db["f"]._run().name == "f.txt"
 
 
-def _fixture_backend(backend, tmp_path):
-    """Put a copy of the format-0 fixture where ``backend`` keeps its data."""
-    source = tmp_path / "format0"
-    shutil.copytree(FIXTURES / "format0", source)
+def _fixture_backend(backend, tmp_path, name="format0"):
+    """Put a copy of the fixture ``name`` where ``backend`` keeps its data."""
+    source = tmp_path / name
+    shutil.copytree(FIXTURES / name, source)
     if backend.name == "file":
         os.remove(backend.url) if os.path.exists(backend.url) else None
         shutil.copy(source / "Data.fs", backend.url)
-        shutil.copytree(source / "blobs", Path(backend.url).parent / "blobs")
+        if (source / "blobs").exists():
+            shutil.copytree(source / "blobs", Path(backend.url).parent / "blobs")
     elif backend.name == "zeo":
         backend.server.stop()
         data = backend.server.data_dir
@@ -191,6 +201,115 @@ def test_read_only_open_of_the_previous_format_writes_nothing(tmp_path):
     try:
         _check_fixture_values(db, expected()["big"])
         assert FORMAT_KEY not in _root_items(db)
+    finally:
+        db.close()
+    assert (target / "Data.fs").read_bytes() == before
+
+
+# -- format 1: big dicts without a stored length ---------------------------------
+
+#: The dicts of the format-1 fixture: (steps, stored as a plain tree of several buckets?)
+FORMAT1_DICTS = [((), True), (("big",), True), (("d",), False), (("d", "inner"), True),
+                 (("d", "small"), False), (("rows", 0), True), (("rows", 1), True),
+                 (("empty",), False)]
+
+
+def _at(value, steps):
+    for step in steps:
+        value = value[step]
+    return value
+
+
+def _stored_types(db):
+    tm, conn = _raw(db)
+    try:
+        return {steps: type(_at(conn.root()[DATA_KEY], steps)) for steps, _ in FORMAT1_DICTS}
+    finally:
+        tm.abort()
+        conn.close()
+
+
+def _check_lens(db, model):
+    for steps, _ in FORMAT1_DICTS:
+        assert len(_at(db, steps)) == len(_at(model, steps)), steps
+        assert bool(_at(db, steps)) == bool(_at(model, steps)), steps
+    assert db._run() == model
+
+
+def test_format1_fixture_is_small_and_in_format_1():
+    data = (FIXTURES / "format1" / "Data.fs").read_bytes()
+    assert len(data) < 200_000
+    assert b"zpydb_format" in data and b"BigDict" not in data and b"BTrees.Length" not in data
+
+
+def test_opens_a_database_written_by_format_1(backend, tmp_path):
+    _fixture_backend(backend, tmp_path, "format1")
+    db = backend.connect()
+    model = expected1()
+    _check_lens(db, model)                    # counted by walking the plain trees
+    assert _root_items(db)[FORMAT_KEY] == FORMAT_VERSION
+    assert set(_stored_types(db).values()) == {OOBTree}   # opening wrote only the stamp
+    check_stored_counts(db, legacy=True)
+
+    statements = [  # (zpydb statement, the same on the model): every kind of dict
+        (lambda: db["big"].__setitem__("new", 1), lambda m: m["big"].__setitem__("new", 1)),
+        (lambda: db["big"].__delitem__("k00011"), lambda m: m["big"].__delitem__("k00011")),
+        (lambda: db["d"]["inner"].pop(3), lambda m: m["d"]["inner"].pop(3)),
+        (lambda: db["rows"][1].update({"f99": 1, "id": 7}),
+         lambda m: m["rows"][1].update({"f99": 1, "id": 7})),
+        (lambda: db["d"]["small"].setdefault("c", 3),
+         lambda m: m["d"]["small"].setdefault("c", 3)),
+        (lambda: db.__setitem__("t99", 99), lambda m: m.__setitem__("t99", 99)),
+        (lambda: db.__delitem__("t00"), lambda m: m.__delitem__("t00")),
+        (lambda: db["empty"].update({str(i): i for i in range(40)}),
+         lambda m: m["empty"].update({str(i): i for i in range(40)})),
+        (lambda: db["big"].popitem(), lambda m: m["big"].pop("zz-last")),
+    ]
+    states = [expected1()]
+    for on_db, on_model in statements:
+        on_db()
+        on_model(model)
+        states.append(_copy(model))
+        _check_lens(db, model)
+    types = _stored_types(db)
+    assert types[()] is BigDict and types[("big",)] is BigDict                  # wrapped
+    assert types[("d", "inner")] is BigDict and types[("rows", 1)] is BigDict
+    assert types[("empty",)] is BigDict                                          # it split
+    assert types[("d", "small")] is OOBTree and types[("rows", 0)] is OOBTree    # untouched
+    assert check_stored_counts(db, legacy=True) == 5
+
+    backend.close_all()                       # a fresh client, caches gone
+    db = backend.connect()
+    _check_lens(db, model)
+    for state in reversed(states[:-1]):       # undo goes newest first: the wraps go too
+        db.undo()
+        _check_lens(db, state)
+    assert set(_stored_types(db).values()) == {OOBTree}
+    for state in states[1:]:
+        db.redo()
+        _check_lens(db, state)
+    check_stored_counts(db, legacy=True)
+
+
+def _copy(value):
+    if isinstance(value, dict):
+        return {k: _copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy(v) for v in value]
+    return value
+
+
+def test_read_only_open_of_format_1_counts_and_writes_nothing(tmp_path):
+    target = tmp_path / "format1"
+    shutil.copytree(FIXTURES / "format1", target)
+    before = (target / "Data.fs").read_bytes()
+    db = zpydb.connect(str(target / "Data.fs"), read_only=True)
+    try:
+        _check_lens(db, expected1())
+        assert list(reversed(db["big"]))[:2] == ["zz-last", "k02999"]
+        assert _root_items(db)[FORMAT_KEY] == 1
+        with pytest.raises(zpydb.ReadOnlyError):
+            db["big"]["x"] = 1
     finally:
         db.close()
     assert (target / "Data.fs").read_bytes() == before

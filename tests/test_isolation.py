@@ -8,9 +8,10 @@ conflict.  Each promise is tried on every shape the data can take, because
 each shape is stored differently:
 
 * ``dict_one_bucket``  5 keys: one OOBTree record (the bucket is inline);
-* ``dict_buckets``     300 keys: an OOBTree of several bucket records;
-* ``dict_two_levels``  6,000 keys: an OOBTree whose root has child trees;
-* ``root_buckets``     300 top-level keys: the database root itself spans buckets;
+* ``dict_buckets``     300 keys: a BigDict, an OOBTree of several bucket records
+  and a Length;
+* ``dict_two_levels``  6,000 keys: a BigDict whose tree's root has child trees;
+* ``root_buckets``     300 top-level keys: the database root (a BigDict) spans buckets;
 * ``list_small``       10 items: one list record;
 * ``biglist``          2,000 items: a BigList of 512-item chunk records;
 

@@ -66,6 +66,15 @@ def test_the_wheel_carries_the_bundled_configs(installed):
         assert packaged.read_text() == (REPO / "zeo_configs" / name).read_text()
 
 
+def test_the_wheel_carries_the_console(installed):
+    """`zpydb web` serves these from the package (importlib.resources), nothing else."""
+    site, _bin = installed
+    for name in ("index.html", "console.js", "console.css"):
+        packaged = site / "zpydb" / "web" / "console" / name
+        assert packaged.read_bytes() == (REPO / "zpydb" / "web" / "console" / name).read_bytes()
+    assert (site / "zpydb" / "web" / "app.py").exists()
+
+
 def test_installed_zpydb_finds_its_configs_from_another_directory(installed, tmp_path):
     site, _ = installed
     code = ("import zpydb.server as s; print(s.__file__); "

@@ -1,6 +1,10 @@
 """Lazy paths, reads and writes (paths.py, ops.py), on every backend."""
 
+import threading
+
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import zpydb
 from tests.helpers import last_note, transaction_count
@@ -146,6 +150,144 @@ def test_augmented_assignment_is_one_transaction(db):
     db["n"] -= 2
     db["n"] *= 2
     assert (db["s"]._run(), db["l"]._run(), db["n"]._run()) == ("abc", [1, 2, 3], 80)
+
+
+# -- ``+=`` on a list: an in-place extend ------------------------------------------
+
+def _operand(kind, items):
+    """A fresh right-hand side of ``+=`` holding ``items`` (iterators are one-shot)."""
+    return {"list": lambda: list(items), "tuple": lambda: tuple(items),
+            "iterator": lambda: iter(list(items)), "generator": lambda: (x for x in items),
+            "range": lambda: range(len(items)), "str": lambda: "".join(map(str, items))[:5],
+            "dict": lambda: dict.fromkeys(items), "map": lambda: map(str, items)}[kind]()
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(size=st.sampled_from([0, 3, 1020, 1024, 1500, 2048]),
+       steps=st.lists(st.tuples(st.sampled_from(["list", "tuple", "iterator", "generator",
+                                                  "range", "str", "dict", "map"]),
+                                st.lists(st.integers(0, 99), max_size=600)),
+                      min_size=1, max_size=4))
+def test_iadd_on_a_list_is_pythons_list_iadd(fdb, size, steps):
+    """Small lists, lists crossing the BigList threshold, BigLists across chunk ends."""
+    model = list(range(size))
+    fdb["l"] = model
+    for kind, items in steps:
+        before = transaction_count(fdb)
+        target = fdb["l"]
+        target += _operand(kind, items)
+        model += _operand(kind, items)
+        assert transaction_count(fdb) <= before + 1  # none for an empty operand
+        assert len(fdb["l"]) == len(model)
+    assert fdb["l"].value() == model
+    assert list(reversed(fdb["l"])) == model[::-1]
+
+
+@pytest.mark.parametrize("operand", [5, None, 2.5, True])
+def test_iadd_of_a_non_iterable_is_a_type_error_and_writes_nothing(db, operand):
+    db["l"] = [1, 2]
+    db["big"] = list(range(2000))
+    last = db._session.db.lastTransaction()
+    for key in ("l", "big"):
+        with pytest.raises(TypeError, match="not iterable") as info:
+            db[key] += operand
+        assert isinstance(info.value, zpydb.OperationError) and f"db['{key}']" in str(info.value)
+    with pytest.raises(TypeError):
+        python = [1, 2]
+        python += operand
+    assert db._session.db.lastTransaction() == last
+    assert db["l"].value() == [1, 2] and len(db["big"]) == 2000
+
+
+def test_iadd_of_an_iterator_that_fails_writes_nothing(db):
+    db["l"] = [1, 2]
+    last = db._session.db.lastTransaction()
+
+    def failing():
+        yield 3
+        raise ValueError("the source broke")
+
+    with pytest.raises(ValueError, match="the source broke"):  # raised as Python raises it
+        db["l"] += failing()
+    assert db._session.db.lastTransaction() == last and db["l"].value() == [1, 2]
+    db["n"] = 1
+    generator = (x for x in [1, 2])
+    with pytest.raises(TypeError, match="'int' and 'generator'"):  # as 1 + generator
+        db["n"] += generator
+    assert list(generator) == [1, 2]  # not consumed by the refusal
+    assert db["n"] == 1
+
+
+def test_iadd_of_a_generator_survives_a_conflict_retry(backend):
+    """The first attempt conflicts (another client replaces an item meanwhile);
+    the retry appends the same items, read once from the generator."""
+    db = backend.connect()
+    db["l"] = ["a", "b"]
+    other = backend.connect() if backend.name != "file" else None
+    pulled = []
+
+    def replace_first():
+        if other is not None:
+            other["l"][0] = "changed"
+        else:  # one FileStorage per process: another thread's connection
+            worker = threading.Thread(target=lambda: db["l"].__setitem__(0, "changed"))
+            worker.start()
+            worker.join(30)
+
+    def items():
+        for x in ("x", "y", "z"):
+            pulled.append(x)
+            if len(pulled) == 1:
+                replace_first()  # committed inside our first attempt: it must conflict
+            yield x
+
+    db["l"] += items()
+    assert pulled == ["x", "y", "z"]
+    assert db["l"].value() == ["changed", "b", "x", "y", "z"]
+    assert last_note(db).startswith("db['l'] += <generator")
+
+
+def test_iadd_on_a_biglist_loads_only_its_end(fdb):
+    fdb["big"] = list(range(200_000))  # 391 chunks of 512
+    tm, conn = fdb._session.connection()
+    conn.cacheMinimize()
+    fdb["big"] += list(range(10))
+    loaded = [obj for _, obj in conn._cache.lru_items()
+              if type(obj).__name__ == "Chunk" and obj._p_changed is not None]
+    assert len(loaded) <= 2, f"{len(loaded)} chunks loaded for += of 10 items"
+    assert len(fdb["big"]) == 200_010 and fdb["big"][-1] == 9
+
+
+def test_iadd_of_a_path_is_read_in_the_same_transaction(db):
+    db["l"], db["m"] = [1], [2, 3]
+    before = transaction_count(db)
+    db["l"] += db["m"]
+    assert db["l"].value() == [1, 2, 3] and transaction_count(db) == before + 1
+    entry = db.history(1)[0]   # the statement's own transaction, with its note and kind
+    assert entry["note"] == "db['l'] += db['m']" and entry["kind"] == "write"
+    db["n"] = 1
+    db["n"] += db["l"][2]
+    assert db["n"] == 4 and last_note(db) == "db['n'] += db['l'][2]"
+    db.undo()
+    assert db["n"] == 1
+    db.undo()
+    db.undo()
+    assert "n" not in db and db["l"].value() == [1]
+
+
+def test_iadd_in_a_block_registers_the_list_record_only(backend):
+    db, other = backend.connect(), backend.connect()
+    db["big"] = list(range(5000))
+    with db.transaction() as t:
+        t["big"] += [1, 2]
+        assert len(t._executor.read_set) <= 6    # path and the BigList header, not 10 chunks
+    assert len(db["big"]) == 5002
+    with pytest.raises(zpydb.ConflictError):    # += read the list: a block stays serializable
+        with db.transaction() as t:
+            t["big"] += ["mine"]
+            other["big"].append("theirs")
+    assert db["big"][-1] == "theirs" and len(db["big"]) == 5003
 
 
 def test_path_value_is_copied_in_the_same_transaction(db):

@@ -226,3 +226,31 @@ def test_redo_and_undo_notes_name_the_original_change(db):
     assert notes == ["redo: db['l'] = range(0, 10)", "undo: db['l'] = range(0, 10)",
                      "redo: db['l'] = range(0, 10)", "undo: db['l'] = range(0, 10)",
                      "db['l'] = range(0, 10)"]
+
+
+def test_note_and_user_of_blocks_undo_and_redo(fdb):
+    """``note=``/``user=`` (zpydb web records "PUT /x.json" and the token's name)."""
+    import getpass
+    with fdb.transaction(note="PUT /a.json", user="ann") as t:
+        t["a"] = 1
+        t["b"] = 2
+    assert fdb.history(1)[0] == dict(fdb.history(1)[0], note="PUT /a.json", user="ann")
+    fdb.atomic(lambda t: t.__setitem__("c", 3), note="PATCH /.json", user="bob")
+    assert (fdb.history(1)[0]["note"], fdb.history(1)[0]["user"]) == ("PATCH /.json", "bob")
+    fdb.undo(user="carol")
+    entry = fdb.history(1)[0]
+    assert (entry["note"], entry["user"], entry["kind"]) == ("undo: PATCH /.json", "carol", "undo")
+    assert "c" not in fdb
+    fdb.redo(user="dave")
+    assert (fdb.history(1)[0]["user"], fdb["c"].value()) == ("dave", 3)
+    fdb["d"] = 4  # without: the statement and the OS user, as before
+    assert fdb.history(1)[0]["note"] == "db['d'] = 4"
+    assert fdb.history(1)[0]["user"] in (getpass.getuser(), "unknown")
+    for bad in (1, b"x"):
+        with pytest.raises(zpydb.BadArgumentError):
+            fdb.transaction(note=bad)
+        with pytest.raises(zpydb.BadArgumentError):
+            fdb.atomic(lambda t: None, user=bad)
+        with pytest.raises(zpydb.BadArgumentError):
+            fdb.undo(user=bad)
+    assert fdb["d"].value() == 4 and len(fdb.history(10)) == 5

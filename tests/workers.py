@@ -22,6 +22,8 @@ Modes (the data must exist before the workers start; see each mode):
 * ``bank``           ``db.atomic`` transfers between the accounts of ``db['accounts']``;
                      reports the net change per account, audits the total
 * ``distinct_keys``  ``db[key]["SEED-i"] = i`` (key ``shared``)
+* ``churn``          inserts and deletes of the worker's own keys of one dict (key
+                     ``shared``): :func:`churn_keys` says which keys must remain
 * ``skew``           the write-skew rounds of tests/test_isolation.py (parent-driven)
 """
 
@@ -153,6 +155,32 @@ def distinct_keys(db, seed, count, tally, options, link):
         tally.statement(seq, lambda: db[key].__setitem__(f"{seed}-{seq}", seq))
 
 
+def churn(db, seed, count, tally, options, link):
+    """Statement i inserts ``SEED-i``; every third one deletes (del, then pop) the key
+    the statement before it inserted.  Only this worker's keys: they never collide."""
+    key = options.get("key", "shared")
+    for seq in tally.loop(count):
+        if seq % 3 == 2 and seq % 2:
+            tally.statement(seq, lambda: db[key].__delitem__(f"{seed}-{seq - 1}"))
+        elif seq % 3 == 2:
+            tally.statement(seq, lambda: db[key].pop(f"{seed}-{seq - 1}"))
+        else:
+            tally.statement(seq, lambda: db[key].__setitem__(f"{seed}-{seq}", seq))
+
+
+def churn_keys(reports):
+    """The keys the ``churn`` workers leave: inserted, not deleted, by statements that succeeded."""
+    keys = {}
+    for report in reports:
+        ok = set(report["ok"])
+        for seq in sorted(ok):
+            if seq % 3 == 2:
+                keys.pop(f"{report['seed']}-{seq - 1}", None)
+            else:
+                keys[f"{report['seed']}-{seq}"] = seq
+    return keys
+
+
 def skew(db, seed, count, tally, options, link):
     """COUNT write-skew rounds, each in ``db['skew<round>']``, driven by the parent.
 
@@ -181,7 +209,8 @@ def skew(db, seed, count, tally, options, link):
         link.say(f"done {len(attempts)}")
 
 
-MODES = {f.__name__: f for f in (increment, append, atomic_incr, bank, distinct_keys, skew)}
+MODES = {f.__name__: f for f in (increment, append, atomic_incr, bank, distinct_keys, churn,
+                                  skew)}
 
 
 # -- the worker process --------------------------------------------------------------

@@ -6,6 +6,8 @@
     zpydb serve ... / zpydb certs DIR       (server.py)
     zpydb copy SRC_URL DST_URL              (copy.py)
     zpydb pack URL [--days N]               drop history older than N days (pack.py)
+    zpydb watch [URL] [PATH] [--since ID] [--timeout S]   changes as JSON lines (feed.py)
+    zpydb web [URL] [--address H:P] [--tokens FILE]   REST + console over HTTP (web/)
     zpydb --version
 
 Every command takes the connection options of :func:`zpydb.connect`
@@ -33,20 +35,21 @@ exits with a non-zero status (2 for a usage error, 1 for anything else):
 import argparse
 import difflib
 import importlib
+import json
 import os
 import sys
 import tempfile
 from urllib.parse import urlsplit
 
-from . import __version__, export
+from . import __version__, export, feed
 from . import storage as _storage
 from .database import connect
 from .errors import Error, URLError
 from .shell import run_shell
 
 #: Modules that add their own subcommands through ``register_commands(subparsers)``.
-COMMAND_MODULES = ("zpydb.server", "zpydb.copy")
-COMMANDS = ("shell", "export", "import", "serve", "certs", "copy", "pack")
+COMMAND_MODULES = ("zpydb.server", "zpydb.copy", "zpydb.web")
+COMMANDS = ("shell", "export", "import", "serve", "certs", "copy", "pack", "watch", "web")
 NEW_DATABASE_SUFFIX = ".fs"
 
 
@@ -105,6 +108,22 @@ def build_parser():
                          help="days of history (and undo) to keep (default: 0, none)")
     _connection_options(squeeze)
     squeeze.set_defaults(func=_pack_command)
+
+    follow = subparsers.add_parser(
+        "watch", help="print every change under a path as it is committed (JSON lines)",
+        description="Print each committed change under PATH (default: db, everything) as "
+                    "one JSON object per line: id, time, user, note, kind, deleted, value, "
+                    "patch.  Runs until Ctrl-C, or --timeout idle seconds.  An embedded "
+                    "Data.fs is read as it is now (another process cannot write it while "
+                    "it is watched live): serve it to watch live.")
+    follow.add_argument("where", nargs="*", metavar="[URL] [PATH]",
+                        help="database URL (default: $ZPYDB_URL or ./var/Data.fs) and/or "
+                             "a path such as \"db['cfg']\"")
+    follow.add_argument("--since", help="start after the change with this id (else: now)")
+    follow.add_argument("--timeout", type=float, default=None,
+                        help="stop after S seconds without a change")
+    _connection_options(follow)
+    follow.set_defaults(func=_watch_command)
 
     for name in COMMAND_MODULES:
         importlib.import_module(name).register_commands(subparsers)
@@ -258,6 +277,18 @@ def check_arguments(args):
         check_database(args.url, may_create=False)
         if not args.days >= 0 or args.days == float("inf"):
             raise UsageError(f"--days must be a number of days >= 0, not {args.days:g}")
+    elif command == "watch":
+        args.url, args.path = split_watch_arguments(args.where)
+        if args.since is not None:
+            try:
+                feed.parse_id(args.since)
+            except Error:
+                raise UsageError(f"--since must be a change id (16 hex digits), not "
+                                 f"{args.since!r}") from None
+        if args.timeout is not None and not 0 <= args.timeout < float("inf"):
+            raise UsageError(f"--timeout must be a number of seconds >= 0, not "
+                             f"{args.timeout:g}")
+        check_database(args.url, may_create=False)
     elif command == "serve":
         if args.config:
             check_input_file(args.config, "--config file")
@@ -265,6 +296,13 @@ def check_arguments(args):
             check_output(args.data_dir, "--data-dir", directory=True)
     elif command == "certs":
         check_output(args.directory, "certificate directory", directory=True)
+    elif command == "web":
+        from . import web
+        check_database(args.url, may_create=True)
+        try:
+            web.check_arguments(args)
+        except web.WebUsageError as exc:
+            raise UsageError(str(exc)) from None
     if getattr(args, "read_url", None):
         check_database(args.read_url, may_create=False)
 
@@ -324,11 +362,12 @@ def _import(args):
     created = _storage.paths_created_by_opening(_storage.normalize_url(args.url))
     try:
         with _connect(args) as db:
+            # Read as bytes: import checks UTF-8 itself (a BOM is allowed), whatever the locale.
             if args.file == "-":
-                count = export.import_json(db, sys.stdin, steps,
+                count = export.import_json(db, sys.stdin.buffer, steps,
                                            progress=not args.no_progress, context=context)
             else:
-                with open(args.file, encoding="utf-8-sig") as stream:  # a BOM is allowed
+                with open(args.file, "rb") as stream:
                     count = export.import_json(db, stream, steps,
                                                progress=not args.no_progress, context=context)
     except BaseException:
@@ -348,6 +387,57 @@ def _pack_command(args):
     sizes = f"; {path}: {before:,} -> {os.path.getsize(path):,} bytes" if path else ""
     print(f"zpydb pack: packed {name}, keeping {args.days:g} day(s) of history{sizes}")
     return 0
+
+
+def split_watch_arguments(where):
+    """``[URL] [PATH]`` -> (url or None, path steps); one argument is a PATH when it
+    starts with ``db`` (``db``, ``db['cfg']``), else the URL."""
+    if len(where) > 2:
+        raise UsageError(f"watch takes at most a URL and a PATH, not {len(where)} arguments")
+    url, path = None, "db"
+    if len(where) == 2:
+        url, path = where
+    elif len(where) == 1:
+        if where[0] == "db" or where[0].startswith("db["):
+            path = where[0]
+        else:
+            url = where[0]
+    try:
+        return url, export.parse_path(path)
+    except Error as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _watch_command(args):
+    url = _storage.normalize_url(args.url)
+    embedded = _storage.scheme_of(url) == "file"
+    timeout = args.timeout
+    if embedded:  # read-only: no lock, so it works beside a shell; it sees the file as it is now
+        timeout = 0
+        print(f"zpydb watch: {_storage.describe(url)} is an embedded file: printing the changes "
+              f"committed so far; serve it (zpydb serve) to watch live", file=sys.stderr)
+    with _connect(args, read_only=embedded) as db:
+        path = db
+        for step in args.path:
+            path = path[step]
+        with path.watch(since=args.since, timeout=timeout) as changes:
+            for change in changes:
+                line = _change_line(change)
+                try:
+                    sys.stdout.write(line + "\n")
+                    sys.stdout.flush()
+                except BrokenPipeError:  # `zpydb watch | head`: the reader has gone
+                    sys.stdout = open(os.devnull, "w")
+                    return 0
+    return 0
+
+
+def _change_line(change):
+    try:
+        return json.dumps(feed.change_json(change), allow_nan=False)
+    except ValueError:
+        raise Error(f"change {change['id']}: the value holds NaN or infinity, which JSON "
+                    f"cannot write") from None
 
 
 def main(argv=None):

@@ -7,6 +7,7 @@ blocks, pyzdb's lock/unlock, and closing.
 
 from . import pack as _pack
 from . import undo as _undo
+from .errors import BadArgumentError
 from .paths import Path
 from .session import Session
 from .storage import Options, open_database
@@ -33,17 +34,22 @@ class Database(Path):
             return "<zpydb.Database>"
 
     # -- undo / redo (undo.py) --------------------------------------------
-    def undo(self):
+    def undo(self, *, user=None):
         """Undo the newest change still in effect, made by any client.
 
         Refused (UndoError, nothing changed) while a ``lock()``, ``transaction()``
         or ``atomic`` block is open in this thread: end the block first.
+        ``user``: recorded as the undo's user instead of the OS user.
         """
-        self._executor.database(_undo.undo, _undo.refusal("undo"))
+        _check_user(user)
+        self._executor.database(lambda session: _undo.undo(session, user=user),
+                                _undo.refusal("undo"))
 
-    def redo(self):
+    def redo(self, *, user=None):
         """Re-apply the most recently undone change (until a new write)."""
-        self._executor.database(_undo.redo, _undo.refusal("redo"))
+        _check_user(user)
+        self._executor.database(lambda session: _undo.redo(session, user=user),
+                                _undo.refusal("redo"))
 
     def history(self, n=10):
         """The last ``n`` changes (``n >= 0``), newest first: dicts of time, user, note, kind."""
@@ -69,18 +75,23 @@ class Database(Path):
         """
 
     # -- transactions (transactions.py) -------------------------------------
-    def transaction(self):
-        """``with db.transaction() as t:`` — several statements, one transaction."""
-        return TransactionContext(self._session, _block_root)
+    def transaction(self, *, note=None, user=None):
+        """``with db.transaction() as t:`` — several statements, one transaction.
 
-    def atomic(self, func=None, *, tries=None):
+        ``note``: the change's note in ``history()`` (default: the statements'
+        notes joined by ``; ``); ``user``: its user (default: the OS user).
+        """
+        return TransactionContext(self._session, _block_root, note=note, user=user)
+
+    def atomic(self, func=None, *, tries=None, note=None, user=None):
         """Run ``func(t)`` atomically, retrying conflicts until ``retry_timeout``.
 
-        Usable as a decorator.  ``tries`` optionally caps the attempts as well.
+        Usable as a decorator.  ``tries`` optionally caps the attempts as well;
+        ``note`` and ``user`` as for :meth:`transaction`.
         """
         if func is None:
-            return lambda f: self.atomic(f, tries=tries)
-        return atomic(self._session, _block_root, func, tries=tries)
+            return lambda f: self.atomic(f, tries=tries, note=note, user=user)
+        return atomic(self._session, _block_root, func, tries=tries, note=note, user=user)
 
     def lock(self):
         """pyzdb's lock(): begin a transaction that later statements join (see docs)."""
@@ -109,6 +120,11 @@ class Database(Path):
     def __exit__(self, *exc):
         self.close()
         return False
+
+
+def _check_user(user):
+    if user is not None and not isinstance(user, str):
+        raise BadArgumentError("db", f"user= must be a str or None, not {type(user).__name__}")
 
 
 def _block_root(block):

@@ -29,7 +29,13 @@ The tree::
     ├── DatabaseLockedError       an embedded Data.fs is in use by another process
     ├── PackError                 a pack refused or failed (carries .url)
     ├── FormatError               the database's stored format is newer than this zpydb
-    └── URLError (ValueError)     a URL zpydb cannot open
+    ├── URLError (ValueError)     a URL zpydb cannot open
+    ├── RequestError (ValueError) a web request that cannot be carried out as sent (400)
+    │   └── PayloadTooLargeError  a request body over the server's limit (413)
+    ├── PreconditionFailedError   an if-match ETag that no longer matches (412)
+    └── AccessError               a web request without the right token
+        ├── AuthenticationError   no token, or an unknown one (401)
+        └── ForbiddenError        a known token without rights to the path (403)
 
     KeyboardInterrupt
     └── CommitInterrupted         a second Ctrl-C broke into a commit that waited for
@@ -205,3 +211,46 @@ class CommitInterrupted(KeyboardInterrupt):
     """
 
     applied = None
+
+
+class RequestError(Error, ValueError):
+    """A ``zpydb web`` request that cannot be carried out as sent: nothing was written.
+
+    A bad location (``/a//b.json``, a list index that is not a number), a body
+    that is not strict JSON, a PATCH body that is not an object, a bad query
+    parameter.  ``location`` is the request's URL path.
+    """
+
+    def __init__(self, location, message):
+        self.location, self.message = location, message
+        super().__init__(f"{location}: {message}" if location else message)
+
+
+class PayloadTooLargeError(RequestError):
+    """A request body larger than the server's ``--max-body``: nothing was read further."""
+
+
+class PreconditionFailedError(Error):
+    """An ``if-match`` ETag that is not the current one: nothing was written.
+
+    ``etag`` is the current ETag and ``current`` the current value there
+    (JSON-ready), so a client can retry with them at once (Firebase answers
+    the same way).
+    """
+
+    def __init__(self, location, etag, current):
+        self.location, self.etag, self.current = location, etag, current
+        super().__init__(f"{location}: the data changed: its ETag is now {etag}; nothing "
+                         f"was written (read it again and retry with the new ETag)")
+
+
+class AccessError(Error):
+    """A ``zpydb web`` request refused by the tokens file (zpydb/access.py)."""
+
+
+class AuthenticationError(AccessError):
+    """No token, or one that is in no tokens file entry."""
+
+
+class ForbiddenError(AccessError):
+    """A valid token whose read or write prefixes do not cover the path."""

@@ -25,13 +25,20 @@ Encoders are called as ``encoder(value, context)`` and decoders as
 
 import ast
 import base64
+import contextlib
+import itertools
 import json
 import os
 import re
 import sys
 
+from BTrees.OOBTree import OOBTree
 from tqdm import tqdm
 
+from . import nodes, ops
+from . import session as session_module
+from . import translate as translate_module
+from .bigdict import BigDict
 from .errors import Error
 from .nodes import MAX_DEPTH
 
@@ -87,7 +94,7 @@ def decode(value, context=None):
     context = {} if context is None else context
     where = context.get("where", "")  # the location in the document, for messages
     if isinstance(value, list):
-        return [_decode_at(v, context, f"{where}[{i}]") for i, v in enumerate(value)]
+        return [decode_at(v, context, f"{where}[{i}]") for i, v in enumerate(value)]
     if isinstance(value, dict):
         if len(value) == 1:
             (tag, inner), = value.items()
@@ -96,16 +103,16 @@ def decode(value, context=None):
             if tag == "$int":
                 return _decode_int(inner)
             if tag == "$tuple":
-                return tuple(_decode_at(v, context, f"{where}[{i}]") for i, v in enumerate(inner))
+                return tuple(decode_at(v, context, f"{where}[{i}]") for i, v in enumerate(inner))
             if tag == "$dict":
                 return {_hashable(decode(k, context)): decode(v, context) for k, v in inner}
             if tag in decoders:
                 return decoders[tag](inner, context)
-        return {k: _decode_at(v, context, f"{where}[{k!r}]") for k, v in value.items()}
+        return {k: decode_at(v, context, f"{where}[{k!r}]") for k, v in value.items()}
     return value
 
 
-def _decode_at(value, context, where):
+def decode_at(value, context, where):
     """:func:`decode` of the item at ``where`` (``['a'][0]``), restoring the location after."""
     outer = context.get("where", "")
     context["where"] = where
@@ -257,30 +264,238 @@ def _literal(node, text):
 def export_json(db, steps=(), stream=None, indent=None, progress=True, context=None):
     """Write the value at ``steps`` as JSON to ``stream``; returns the item count.
 
-    ``context``: see :func:`export_context` (where large files are written).
+    The stored tree is walked inside one read transaction of a connection of
+    its own (one snapshot: writes committed meanwhile are not seen) and written
+    as it is walked, so memory stays bounded however large the value is (see
+    :class:`_Writer`).  ``context``: see :func:`export_context` (where large
+    files are written).
     """
     stream = stream or sys.stdout
     context = export_context() if context is None else context
-    path = _path(db, steps)
-    value = path._run()
-    check_json_safe(value, path_expr(steps))  # before anything is written
-    items = list(value.items()) if isinstance(value, dict) else None
-    if items is None or len(items) < PROGRESS_MIN_ITEMS:
-        json.dump(encode(value, context), stream, indent=indent, allow_nan=False)
-        stream.write("\n")
+    with _snapshot(db) as (root, conn):
+        node = ops.traverse(root, steps)
+        writer = _Writer(stream, indent, context, conn)
+        count = writer.top(node, path_expr(steps), progress)
+        writer.write("\n")
+        writer.flush()
+    return count
+
+
+@contextlib.contextmanager
+def _snapshot(db):
+    """``(data root, connection)`` of one read transaction on a private connection.
+
+    ZODB's MVCC gives a transaction the state as of its start, so the whole walk
+    reads one snapshot; the transaction is aborted (never committed) at the end.
+    """
+    session = db._session
+    tm, conn = session.open_private()
+    storage = conn.db().storage
+    try:
+        tm.begin()
+        try:
+            yield session_module.data_root(conn), conn
+        finally:
+            tm.abort()
+    except translate_module.TRANSLATED as exc:
+        raise translate_module.translate(exc, session.name, storage) from None
+    finally:
+        conn.close()
+
+
+class _Writer:
+    """Writes stored nodes as JSON while walking them: the output of ``json.dump``.
+
+    Output is buffered up to :data:`FLUSH_BYTES` and written in pieces: an
+    export that fails (NaN, a file over the inline limit) before the first
+    piece writes nothing, one that fails later has written a prefix of the
+    document (see docs/usage.md).  Every :data:`GC_EVERY` items the
+    objects loaded so far are turned back into ghosts (they reload, from the
+    same snapshot, if needed again), so what was written does not accumulate.
+    """
+
+    def __init__(self, stream, indent, context, conn):
+        self.stream, self.context, self.conn = stream, context, conn
+        if isinstance(indent, int):
+            indent = " " * indent
+        self.indent = indent
+        self.item_sep = ", " if indent is None else ","
+        self.chunks, self.parts, self.size, self.items = [], [], 0, 0
+        self.bar = Progress(False, "export", "item")  # top() replaces it
+
+    def write(self, text):
+        parts = self.parts
+        parts.append(text)
+        if len(parts) >= 1024:  # many small strings cost more than one joined string
+            joined = "".join(parts)
+            self.chunks.append(joined)
+            self.parts = []
+            self.size += len(joined)
+            if self.size >= FLUSH_BYTES:
+                self.flush()
+
+    def flush(self):
+        self.chunks.append("".join(self.parts))
+        for chunk in self.chunks:
+            self.stream.write(chunk)
+        self.chunks, self.parts, self.size = [], [], 0
+
+    def _tick(self):
+        self.items += 1
+        self.bar.update()
+        if self.items % GC_EVERY == 0:
+            self.conn.cacheMinimize()  # a read transaction: every object can be a ghost again
+
+    def _newline(self, level):
+        return "" if self.indent is None else "\n" + self.indent * level
+
+    def top(self, node, where, progress):
+        """Write the value at the export's path; the count export reports (its items).
+
+        The progress bar counts every item written, at any depth (a root with a
+        few large keys shows progress too), without a total.
+        """
+        with Progress(progress, "export", "item") as self.bar:
+            if nodes.is_dict_node(node) or nodes.is_list_node(node):
+                count = itertools.count()
+                self.value(node, where, 0, lambda _: next(count))
+                return next(count)
+            value = nodes.to_plain(node)
+            self.value(node, where, 0)
         return len(value) if isinstance(value, (dict, list, tuple, str, bytes)) else 1
-    plain_keys = all(isinstance(k, str) for k, _ in items)
-    if not plain_keys:
-        json.dump(encode(value, context), stream, indent=indent, allow_nan=False)
-        stream.write("\n")
-        return len(items)
-    stream.write("{")
-    for number, (key, item) in enumerate(tqdm(items, desc="export", unit="key",
-                                               disable=not progress, file=sys.stderr)):
-        stream.write(("," if number else "") + json.dumps(key) + ":" +
-                     json.dumps(encode(item, context), indent=indent, allow_nan=False))
-    stream.write("}\n")
-    return len(items)
+
+    def value(self, node, where, level, done=None):
+        kind = type(node)
+        if kind is str:
+            self.write(_encode_str(node))
+        elif kind is int and not _too_long_for_decimal(node) or kind is bool or node is None:
+            self.write(_SCALARS[node] if kind is bool or node is None else int.__repr__(node))
+        elif kind is float:
+            _check_float(node, where)
+            self.write(float.__repr__(node))
+        elif nodes.is_dict_node(node):
+            self._dict(node, where, level, done)
+        elif nodes.is_list_node(node):
+            self._list(node, where, level, done)
+        else:  # a tuple, bytes, a huge int, a file, a counter: small, converted whole
+            value = nodes.to_plain(node)
+            check_json_safe(value, where)
+            text = json.dumps(encode(value, self.context), indent=self.indent, allow_nan=False)
+            if self.indent is not None and level:
+                text = text.replace("\n", "\n" + self.indent * level)  # strings hold no \n
+            self.write(text)
+
+    def _open(self, bracket, level, first):
+        self.write((bracket if first else self.item_sep) + self._newline(level + 1))
+
+    def _close(self, bracket, level, empty):
+        self.write(bracket if empty else self._newline(level) + bracket)
+
+    def _list(self, node, where, level, done=None):
+        index = -1
+        for index, item in enumerate(node):
+            self._open("[", level, not index)
+            self.value(item, f"{where}[{index}]", level + 1)
+            self._tick()
+            if done is not None:
+                done(1)
+        self._close("[]" if index < 0 else "]", level, index < 0)
+
+    def _dict(self, node, where, level, done=None):
+        key_sep = ": "
+        if _plain_keys(node):
+            first = True
+            for key, item in node.items():
+                self._open("{", level, first)
+                first = False
+                self.write(_encode_str(key) + key_sep)
+                self.value(item, f"{where}[{key!r}]", level + 1)
+                self._tick()
+                if done is not None:
+                    done(1)
+            self._close("{}" if first else "}", level, first)
+            return
+        # {"$dict": [[key, value], ...]}, written the way json.dump writes it
+        self._open("{", level, True)
+        self.write('"$dict"' + key_sep)
+        first = True
+        for key, item in node.items():
+            self._open("[", level + 1, first)
+            first = False
+            self._open("[", level + 2, True)
+            if isinstance(key, (float, tuple)):
+                check_json_safe(key, f"a key of {where} ({key!r})")
+            self.value(key, where, level + 3)
+            self._open("", level + 2, False)
+            self.value(item, f"{where}[{key!r}]", level + 3)
+            self._close("]", level + 2, False)
+            self._tick()
+            if done is not None:
+                done(1)
+        self._close("]", level + 1, False)
+        self._close("}", level, False)
+
+
+class Progress:
+    """A tqdm bar on stderr, shown once PROGRESS_MIN_ITEMS items are done (or the total is
+    known to reach it); ``done`` counts the items either way."""
+
+    def __init__(self, enabled, desc, unit, total=None):
+        self.enabled, self.desc, self.unit, self.total = enabled, desc, unit, total
+        self.done, self.bar = 0, None
+
+    def __enter__(self):
+        if self.enabled and self.total is not None and self.total >= PROGRESS_MIN_ITEMS:
+            self._show()
+        return self
+
+    def _show(self):
+        self.bar = tqdm(desc=self.desc, unit=self.unit, total=self.total, initial=self.done,
+                        file=sys.stderr)
+
+    def update(self, number=1):
+        self.done += number
+        if self.bar is not None:
+            self.bar.update(number)
+        elif self.enabled and self.done >= PROGRESS_MIN_ITEMS:
+            self._show()
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _plain_keys(node):
+    """Are all keys str (and the dict not a one-key ``$`` dict that reads as a tag)?
+
+    A BTree's keys (OOBTree, BigDict) are mutually ordered, and str orders
+    against nothing else, so its smallest and largest keys tell (no pass over
+    the keys).
+    """
+    if isinstance(node, (OOBTree, BigDict)):
+        if not node:
+            return True
+        low, high = node.minKey(), node.maxKey()
+        if not (isinstance(low, str) and isinstance(high, str)):
+            return False
+    elif not all(isinstance(key, str) for key in node.keys()):
+        return False
+    first_two = list(itertools.islice(iter(node.keys()), 2))
+    return not (len(first_two) == 1 and first_two[0].startswith("$"))
+
+
+_SCALARS = {True: "true", False: "false", None: "null"}
+_encode_str = json.encoder.encode_basestring_ascii
+#: Export output is written to the stream in pieces of about this many characters.
+FLUSH_BYTES = 1 << 20
+#: Export trims the connection's object cache every this many items.
+GC_EVERY = 5000
+
+
+def _check_float(number, where):
+    if number != number or number in (float("inf"), float("-inf")):
+        raise Error(f"{where}: {number!r} cannot be exported: JSON has no NaN or "
+                    f"Infinity (store it as None or a string, or export another path)")
 
 
 def path_expr(steps):
@@ -307,9 +522,7 @@ def check_json_safe(value, expr="db"):
     while stack:
         item, where = stack.pop()
         if isinstance(item, float):
-            if item != item or item in (float("inf"), float("-inf")):
-                raise Error(f"{where}: {item!r} cannot be exported: JSON has no NaN or "
-                            f"Infinity (store it as None or a string, or export another path)")
+            _check_float(item, where)
         elif isinstance(item, dict):
             for key, child in reversed(list(item.items())):
                 if isinstance(key, (float, tuple)):
@@ -321,48 +534,33 @@ def check_json_safe(value, expr="db"):
 
 
 def import_json(db, stream, steps=(), progress=True, context=None):
-    """Read JSON from ``stream`` and store it at ``steps`` in one transaction block.
+    """Read JSON from ``stream`` and store it at ``steps``: see :mod:`zpydb.json_import`."""
+    from . import json_import  # it builds on this module's tags
+    return json_import.import_json(db, stream, steps, progress, context)
 
-    At the root the document must be an object; its keys are added to (and
-    replace the same keys in) the database.  Returns the number of keys/items.
-    ``context``: see :func:`import_context` (where referenced files are).
+
+def parse_json(text, outcome="nothing was imported"):
+    """Strict JSON (no NaN, Infinity or 1e400) read whole; Error says what is wrong.
+
+    The same rules and messages as import's streaming reader (zpydb/json_events.py),
+    for a document small enough to hold.  ``text``: a str (callers decode bytes
+    themselves: JSON is UTF-8).
+    ``outcome`` ends every message (what the caller did not do).  The web
+    server (zpydb/rest.py) reads request bodies with it, so both accept the
+    same documents.
     """
-    if context is None:
-        context = import_context(getattr(stream, "name", None)
-                                 if isinstance(getattr(stream, "name", None), str)
-                                 and os.path.isfile(stream.name) else None)
-    document = decode_document(_load_json(stream), context)
-    if not steps:
-        if not isinstance(document, dict):
-            raise Error("importing at the root needs a JSON object (a dict of keys)")
-        with db.transaction() as t:
-            for key, value in tqdm(list(document.items()), desc="import", unit="key",
-                                   disable=not progress or len(document) < PROGRESS_MIN_ITEMS,
-                                   file=sys.stderr):
-                t[key] = value
-        return len(document)
-    with db.transaction() as t:
-        _path(t, steps[:-1])[steps[-1]] = document
-    return len(document) if isinstance(document, (dict, list, tuple, str, bytes)) else 1
-
-
-def _load_json(stream):
-    """``json.load`` with errors that say what is wrong with the input."""
     try:
-        return json.load(stream, parse_constant=_refuse_constant, parse_float=_finite_float)
+        return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
     except json.JSONDecodeError as exc:
-        raise Error(f"the input is not valid JSON: {exc}") from None
-    except UnicodeError as exc:
-        raise Error(f"the input is not UTF-8 text ({exc}); JSON files are UTF-8 (convert "
-                    f"it, e.g. with iconv -f UTF-16 -t UTF-8); nothing was imported") from None
+        raise Error(f"the input is not valid JSON: {exc}; {outcome}") from None
     except _NotStrictJSON as exc:
-        raise Error(f"the input is not strict JSON: {exc}; nothing was imported") from None
+        raise Error(f"the input is not strict JSON: {exc}; {outcome}") from None
     except RecursionError:
         raise Error(f"the input nests arrays/objects deeper than zpydb stores "
-                    f"({MAX_DEPTH} levels); nothing was imported") from None
+                    f"({MAX_DEPTH} levels); {outcome}") from None
     except ValueError as exc:  # an integer literal past sys.get_int_max_str_digits()
         raise Error(f"the input holds a number JSON cannot read here ({exc}); write it "
-                    f'as {{"$int": "0x..."}} (zpydb export does); nothing was imported') from None
+                    f'as {{"$int": "0x..."}} (zpydb export does); {outcome}') from None
 
 
 class _NotStrictJSON(Exception):
@@ -381,19 +579,13 @@ def _finite_float(text):
     return number
 
 
-def decode_document(document, context):
+def decode_document(document, context, outcome="nothing was imported"):
     """:func:`decode` with errors that name the input's problem; nothing stored yet."""
     try:
         return decode(document, context)
     except RecursionError:
         raise Error(f"the input nests arrays/objects deeper than zpydb stores "
-                    f"({MAX_DEPTH} levels); nothing was imported") from None
+                    f"({MAX_DEPTH} levels); {outcome}") from None
     except (ValueError, TypeError) as exc:
         raise Error(f"a tagged value ($bytes, $int, $tuple, $dict...) is malformed: "
-                    f"{exc}") from None
-
-
-def _path(root, steps):
-    for step in steps:
-        root = root[step]
-    return root
+                    f"{exc}; {outcome}") from None

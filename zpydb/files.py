@@ -448,9 +448,15 @@ nodes.register_value_type(FileHandle, handle_to_node, StoredFile, stored_to_plai
 # -- export / import (export.py) ------------------------------------------------------
 
 def export_file(handle, context):
-    """``{"$file": {...}}``: inline base64 when small, else a file in the files directory."""
+    """``{"$file": {...}}``: inline base64 when small, else a file in the files directory.
+
+    ``context["file_content"] = False``: the metadata alone, without the content
+    (the web server's ETags and shallow listings: the sha256 stands for the bytes).
+    """
     meta = {"name": handle.name, "content_type": handle.content_type, "size": handle.size,
             "sha256": handle.sha256}
+    if context.get("file_content") is False:
+        return {"$file": meta}
     files_dir = context.get("files_dir")
     if files_dir is None and handle.size <= context.get("inline_limit", EXPORT_INLINE_LIMIT):
         meta["base64"] = base64.b64encode(handle.read()).decode("ascii")

@@ -4,7 +4,9 @@ The tree a user sees is plain dicts, lists and scalars.  What ZODB stores is:
 
 * dict  -> ``OOBTree``: a balanced tree of buckets, so a write touches one
   bucket (a few dozen keys) however large the dict grows, and concurrent writes
-  to different keys are merged by BTrees' conflict resolution;
+  to different keys are merged by BTrees' conflict resolution; past one bucket
+  a :class:`~zpydb.bigdict.BigDict` (the tree plus a ``BTrees.Length``, so
+  ``len()`` reads one record);
 * list, range -> ``PersistentList``, or past :data:`BIG_LIST_THRESHOLD` items a
   :class:`~zpydb.biglist.BigList` (a counted tree of chunks) so appends stay cheap;
 * str, bytes, int, float, bool, None, tuple -> stored as they are (immutable,
@@ -35,6 +37,7 @@ from BTrees.OOBTree import OOBTree
 from persistent.list import PersistentList
 from persistent.mapping import PersistentMapping
 
+from .bigdict import BigDict, spans_buckets
 from .biglist import BIG_LIST_THRESHOLD, BigList
 from . import safety
 from .errors import UnorderableKeyError, UnstorableValueError
@@ -52,7 +55,9 @@ _second = operator.itemgetter(1)
 #: limit (1000) to the caller.
 MAX_DEPTH = 100
 KEY_TYPES = (str, bytes, int, float, bool, tuple)
-DICT_NODES = (OOBTree, PersistentMapping)
+DICT_NODES = (OOBTree, BigDict, PersistentMapping)
+#: The key of ZODB's root mapping that holds db's own dict (the data root).
+DATA_KEY = "zpydb"
 LIST_NODES = (PersistentList, BigList)
 
 #: Types a value may have; extended by zpydb.files for File values.
@@ -185,7 +190,13 @@ def _dict_node(mapping, path, level, parents):
     values = [value if type(value) in _PLAIN
               else to_node(value, f"{path}[{short_repr(key)}]", level + 1, parents)
               for key, (_, value) in zip(keys, pairs)]
-    return OOBTree(list(zip(keys, values)))  # inserted in C, in order (a later equal key wins)
+    # inserted in C, in order (a later equal key wins)
+    return make_dict_node(OOBTree(list(zip(keys, values))))
+
+
+def make_dict_node(tree):
+    """The OOBTree itself while it is one bucket, a BigDict (with its count) past that."""
+    return BigDict(tree) if spans_buckets(tree) else tree
 
 
 def _pairs(mapping, path):

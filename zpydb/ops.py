@@ -35,6 +35,7 @@ from persistent.list import PersistentList
 from ZODB.POSException import POSError
 
 from . import merging, nodes
+from .bigdict import BigDict, descending_items, needs_wrapping
 from .biglist import BIG_LIST_THRESHOLD, BigList
 from .errors import (AttributeNotFoundError, BadArgumentError, BadIndexError, Error, KeyNotFoundError,
                      NotAContainerError, OperationError, UnorderableKeyError, ValueNotFoundError)
@@ -90,6 +91,11 @@ class Reads(abc.ABC):
 
     def at(self, node, key=None):
         """The part of ``node`` that holds ``key`` was read (all of it when None)."""
+        if isinstance(node, BigDict):
+            self.register(node)  # it changes on clear(), which starts a new tree
+            if key is None:
+                self.register(node.length)
+            node = node.tree
         if isinstance(node, OOBTree):
             for part in bucket_path(node, key):
                 self.register(part)
@@ -98,6 +104,17 @@ class Reads(abc.ABC):
             for chunk in node._chunks.values():
                 self.register(chunk)
         elif hasattr(node, "_p_jar"):
+            self.register(node)
+
+    def size(self, node):
+        """``len(node)`` was read: its count, not its items (a BigDict's Length,
+        a BigList's header; a plain tree counts by reading all its buckets)."""
+        if isinstance(node, BigDict):
+            self.register(node)
+            self.register(node.length)
+        elif isinstance(node, OOBTree):
+            self.at(node)
+        elif hasattr(node, "_p_jar"):  # a list record, a BigList header, a Counter
             self.register(node)
 
     def whole(self, node):
@@ -124,6 +141,9 @@ class _Untracked(Reads):
         pass
 
     def at(self, node, key=None):
+        pass
+
+    def size(self, node):
         pass
 
     def whole(self, node):
@@ -305,7 +325,7 @@ WARM_BATCH_FACTOR = 10
 ITERATIONS = ("iter", "keys", "values", "items")
 
 
-def read_batch(root, steps, kind, position, size, reads=UNTRACKED):
+def read_batch(root, steps, kind, position, size, reads=UNTRACKED, backwards=False):
     """One batch of iterating the value at ``steps``: ``(plain items, next position)``.
 
     ``kind`` is one of :data:`ITERATIONS` (``keys``/``values``/``items`` only
@@ -316,11 +336,13 @@ def read_batch(root, steps, kind, position, size, reads=UNTRACKED):
     starts after it): every batch must read the same snapshot, or items would be
     skipped or repeated.  ``reads`` is told what each batch looked at (the
     chunks, buckets and values of this batch), not the whole value.
+    ``backwards``: from the end (``reversed()``); a list's position is then
+    where the next batch ends, a dict's the last (smallest) key read.
     """
     node = traverse(root, steps, reads)
     adapter = adapt(node, format_path(steps), len(steps))
     adapter.method(kind, READ)  # keys() of a list: NotAContainerError, before any item
-    return adapter.batch(kind, position, size, reads)
+    return adapter.batch(kind, position, size, reads, backwards)
 
 
 def _list_span(node, start, stop, reads):
@@ -484,9 +506,11 @@ def set_item(root, steps, value, reads=UNTRACKED):
             isinstance(parent, _DICT_NODES):
         try:
             parent[key] = value
-            return
         except TypeError:  # a key of another kind than the dict's: the long way says so
             pass
+        else:
+            _wrap_if_big(root, steps[:-1], parent)
+            return
     path = format_path(steps)
     sliced = isinstance(key, slice)
     node = nodes.to_node(value, path, len(steps) - sliced)  # a slice's items sit at len(steps)
@@ -496,6 +520,7 @@ def set_item(root, steps, value, reads=UNTRACKED):
         if kind is not str:
             key = nodes.check_key_type(key, format_path(steps[:-1]), len(steps) - 1)
         _store_key(parent, key, node, path)
+        _wrap_if_big(root, steps[:-1], parent)
     elif nodes.is_list_node(parent):
         _store_index(parent, key, node, steps)
         _promote_if_big(root, steps[:-1], parent)
@@ -543,14 +568,23 @@ def del_item(root, steps, reads=UNTRACKED):
     else:
         _check_slice(parent, key, path)
     del parent[key]
+    if nodes.is_dict_node(parent):
+        _wrap_if_big(root, steps[:-1], parent)
 
 
 # -- node adapters: the methods a statement may call -------------------------
 
+#: Readers that depend on a value's size only: a block registers its count, not its items.
+SIZE_READERS = ("len", "bool")
+
+
 def call_reader(root, steps, name, args, kwargs, reads=UNTRACKED):
     """A read method (``get``, ``keys``, ``index``, ``len``...): plain results, no writes."""
     node = traverse(root, steps, reads)
-    reads.whole(node)
+    if name in SIZE_READERS:
+        reads.size(node)
+    else:
+        reads.whole(node)
     adapter = adapt(node, format_path(steps), len(steps))
     return adapter.method(name, READ)(adapter, *args, **kwargs)
 
@@ -653,9 +687,10 @@ class Node:
         node = self.node
         return [nodes.to_plain(x) for x in (node.keys() if nodes.is_dict_node(node) else node)]
 
-    def batch(self, kind, position, size, reads):
+    def batch(self, kind, position, size, reads, backwards=False):
         """:func:`read_batch` of a value that lives in its parent's record: all at once."""
-        return self.iter(), None
+        items = self.iter()
+        return (items[::-1] if backwards else items), None
 
     @reader(0)
     def bool(self):
@@ -717,9 +752,17 @@ class ListNode(Node):
     def finished(self, root, steps):
         _promote_if_big(root, steps, self.node)
 
-    def batch(self, kind, position, size, reads):
-        """Items ``position:position+size`` (a BigList loads only their chunks)."""
-        node, start = self.node, position or 0
+    def batch(self, kind, position, size, reads, backwards=False):
+        """Items ``position:position+size`` (a BigList loads only their chunks);
+        backwards, items ``position-size:position`` last first."""
+        node = self.node
+        if backwards:
+            stop = len(node) if position is None else min(position, len(node))
+            start = 0 if size is None else max(0, stop - size)
+            items = [_plain_item(x, reads) for x in _list_span(node, start, stop, reads)]
+            items.reverse()
+            return items, (start if start > 0 else None)
+        start = position or 0
         stop = len(node) if size is None else min(len(node), start + size)
         items = _plain_items(_list_span(node, start, stop, reads), reads)
         return items, (stop if stop < len(node) else None)
@@ -829,10 +872,16 @@ class DictNode(Node):
     def items(self):
         return [(k, nodes.to_plain(v)) for k, v in self.node.items()]
 
-    def batch(self, kind, position, size, reads):
-        """Up to ``size`` keys after ``position`` (the last key read), in key order."""
+    def batch(self, kind, position, size, reads, backwards=False):
+        """Up to ``size`` keys after ``position`` (the last key read), in key order
+        (backwards: before it, largest first)."""
         tree = self.node
-        found = tree.items() if position is None else tree.items(min=position[0], excludemin=True)
+        if backwards:
+            found = descending_items(tree, *([] if position is None else [position[0]]))
+        elif position is None:
+            found = tree.items()
+        else:
+            found = tree.items(min=position[0], excludemin=True)
         taken = list(itertools.islice(found, None if size is None else size + 1))
         more = size is not None and len(taken) > size
         del taken[size if more else len(taken):]
@@ -881,12 +930,15 @@ class DictNode(Node):
         tree = self.node
         if not tree.keys():
             raise KeyNotFoundError(self.path, "popitem(): the dict is empty")
-        key = tree.maxKey() if isinstance(tree, OOBTree) else list(tree.keys())[-1]
+        key = tree.maxKey() if isinstance(tree, (OOBTree, BigDict)) else list(tree.keys())[-1]
         return key, nodes.to_plain(tree.pop(key))
 
     @writer(0)
     def clear(self):
         self.node.clear()
+
+    def finished(self, root, steps):
+        _wrap_if_big(root, steps, self.node)
 
 
 # -- arguments and helpers of the writers ----------------------------------
@@ -937,27 +989,62 @@ def augment(root, steps, symbol, func, other, reads=UNTRACKED):
     parent: it adds to a :class:`~zpydb.merging.Counter` record (made on the
     first increment), whose conflict resolution adds concurrent deltas, so
     any number of clients can increment one key without a single conflict.
-    ``+=`` on a list is ``extend`` (concurrent extends merge too).  Everything
-    else reads the value, computes, and stores the result.
+    ``+=`` on a list is ``extend``, in place, as Python's ``list.__iadd__``:
+    it costs the k items appended, not the n already stored, and concurrent
+    extends merge.  Everything else reads the value, computes, and stores
+    the result.  ``other`` may be a :class:`Drained` iterator.
     """
     path = format_path(steps)
     if not steps:
         raise NotAContainerError("db", f"cannot use {symbol}= on the root")
     node = traverse(root, steps, reads)
+    if symbol == "+" and nodes.is_list_node(node):
+        reads.size(node)  # the list's own record: its items do not change the result
+        # call_writer walks the path again for writing: ``db['l'][:] += x`` is
+        # refused (the read walk above gave a copy of the slice, not the list)
+        return call_writer(root, steps, "extend", [_extension(other, path)], {}, reads)
+    if isinstance(other, Drained):
+        other = other.source  # as Python: ``n += iterator`` fails naming the iterator's type
     if _is_delta(symbol, node, other):
         reads.at(node)  # a block that increments has read the number
         return _add_to_counter(root, steps, node, other if symbol == "+" else -other)
     reads.whole(node)
     current = nodes.to_plain(node)
-    if symbol == "+" and isinstance(current, list):  # concurrent extends merge
-        # call_writer walks the path again for writing: ``db['l'][:] += x`` is
-        # refused (the read walk above gave a copy of the slice, not the list)
-        return call_writer(root, steps, "extend", [iterable_arg(other, "+=", path)], {}, reads)
     result = _operate(func, symbol, current, other, path)
     if merging.is_counter(node) and _is_number(result):
         node.set(result)  # never merges with a concurrent increment
         return None
     return set_item(root, steps, result, reads)
+
+
+class Drained:
+    """An iterator on the right of ``+=``, read at most once.
+
+    A statement may run several times (conflict retries), and an iterator
+    can be read only once: its items are kept for every attempt.  It is read
+    only if the target is a list (``n += iterator`` fails without consuming
+    it, naming its type, as in Python).
+    """
+
+    __slots__ = ("source", "_items")
+
+    def __init__(self, source):
+        self.source = source
+        self._items = None
+
+    def items(self):
+        if self._items is None:
+            self._items = list(self.source)
+        return self._items
+
+
+def _extension(other, path):
+    """The items ``list += other`` appends: any iterable, as Python's list accepts."""
+    if isinstance(other, Drained):
+        return other.items()
+    if isinstance(other, (list, tuple, range)):
+        return other
+    return _operate(lambda _, value: list(value), "+", None, other, path)
 
 
 def _is_number(value):
@@ -993,6 +1080,25 @@ def _safe_repr(value, limit=80):
     except Exception:  # an int past sys.get_int_max_str_digits(), a hostile __repr__
         text = f"<{type(value).__name__}>"
     return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _wrap_if_big(root, steps, node):
+    """Swap a plain OOBTree that spans several buckets for a BigDict (bigdict.py).
+
+    Runs after every write into a dict, in the same transaction: the write
+    that splits a one-bucket tree, or the first write into a big dict stored
+    by format 1, gives it its Length.  The data root is replaced in ZODB's
+    root mapping.  A tree that is not reachable for writing (a read-only
+    database has no jar) stays as it is: its ``len()`` counts, correctly.
+    """
+    if not needs_wrapping(node):
+        return
+    if steps:
+        parent = traverse(root, steps[:-1], for_write=True)
+        key = steps[-1]
+        parent[nodes.exact_key(key) if nodes.is_dict_node(parent) else key] = BigDict(node)
+    elif node is root and node._p_jar is not None:
+        node._p_jar.root()[nodes.DATA_KEY] = BigDict(node)
 
 
 def _promote_if_big(root, steps, node):

@@ -11,6 +11,8 @@ used; an operation that changes data writes it.**
   ``- + ~``, ``abs round math.trunc/floor/ceil``, comparisons, ``int float
   complex bytes str format`` and ``operator.index``, ``bool len iter reversed
   in``; a failure is an OperationError (a TypeError) naming the path;
+  ``iter`` and ``reversed`` read in batches, ``len`` and ``bool`` read a
+  dict's or list's count, not its items;
 * read methods: ``get keys values items index count`` of dicts and lists (and
   ``index``/``count`` of str, bytes and tuples), and any other public attribute
   of the value (``db['s'].upper()``, ``db['n'].bit_length()``): a read, then the
@@ -36,6 +38,7 @@ first few hundred characters).
 
 import math
 import operator
+from collections.abc import Iterator
 
 from . import nodes, ops
 
@@ -166,6 +169,17 @@ class Path:
     def __len__(self):
         return self._reader("len")
 
+    def watch(self, since=None, timeout=None):
+        """An iterator of the committed changes under this path, in commit order.
+
+        Each change is a dict: id, time, user, note, kind, deleted, value (the
+        new value, a plain copy) and patch (JSON Patch relative to this path).
+        ``since=id``: start after that change (else now); ``timeout``: end the
+        iteration after that many idle seconds.  See zpydb/feed.py.
+        """
+        from . import feed  # the feed needs the session layer; paths stay light
+        return feed.watch(self._executor, self._steps, since=since, timeout=timeout)
+
     def __contains__(self, item):
         return self._reader("contains", _plain(item))
 
@@ -173,14 +187,15 @@ class Path:
         """The items (a dict's keys), read in batches of one snapshot taken now."""
         return self._iterate("iter")
 
-    def _iterate(self, kind):
+    def _iterate(self, kind, backwards=False):
         steps = self._steps
         return self._executor.iterate(
             lambda root, reads, position, size: ops.read_batch(root, steps, kind, position,
-                                                               size, reads))
+                                                               size, reads, backwards))
 
     def __reversed__(self):
-        return reversed(self._reader("iter"))
+        """The items (a dict's keys) last first, in batches of one snapshot taken now."""
+        return self._iterate("iter", backwards=True)
 
     def _ipython_key_completions_(self):
         """Keys for tab completion (IPython and the zpydb shell)."""
@@ -263,10 +278,14 @@ class Path:
     # -- augmented assignment: one atomic read-modify-write ----------------
     def _augment(self, symbol, func, other):
         steps = self._steps
-        note = lambda: f"{self._expr()} {symbol}= {_short_repr(other)}"  # noqa: E731
+        shown = other
+        note = lambda: f"{self._expr()} {symbol}= {_short_repr(shown)}"  # noqa: E731
+        other = _own_or_plain(other, self._executor)
+        if isinstance(other, Iterator):  # read once, kept for a retried attempt
+            other = ops.Drained(other)
 
-        def apply(root, reads):
-            return ops.augment(root, steps, symbol, func, _plain(other), reads)
+        def apply(root, reads):  # a path of this database is read inside the transaction
+            return ops.augment(root, steps, symbol, func, _resolve(other, root), reads)
 
         self._executor.write(apply, note, blind=not isinstance(other, Path))
         return _Applied(self._executor, steps)
@@ -411,6 +430,10 @@ from that snapshot, later ones take a new one.
     def __iter__(self):
         started, self._started = self._started, None
         return started if started is not None else self._path._iterate(self._kind)
+
+    def __reversed__(self):
+        """Largest key first, in batches of one snapshot taken now."""
+        return self._path._iterate(self._kind, backwards=True)
 
     def __len__(self):
         return len(self._path)

@@ -45,12 +45,14 @@ ALLOWED_CLASSES = frozenset({
     ("persistent.list", "PersistentList"),         # lists (before AppendList), old data
     ("BTrees.OOBTree", "OOBTree"),                 # dicts
     ("BTrees.OOBTree", "OOBucket"),
+    ("BTrees.Length", "Length"),                   # a BigDict's key count
     ("BTrees.IOBTree", "IOBTree"),                 # BigList's chunk index
     ("BTrees.IOBTree", "IOBucket"),
     ("ZODB.blob", "Blob"),                         # zpydb.File content
     ("zpydb.files", "StoredFile"),
     ("zpydb.biglist", "BigList"),
     ("zpydb.biglist", "Chunk"),
+    ("zpydb.bigdict", "BigDict"),
     ("zpydb.merging", "Counter"),
     ("zpydb.merging", "AppendList"),
 })

@@ -31,17 +31,18 @@ from ZEO.ClientStorage import ClientStorage
 from ZODB.utils import z64
 
 from . import errors, interrupts, ops, outcome
+from .nodes import DATA_KEY
 from .storage import SERVER_BEHIND_MESSAGE, OpenDatabase, server_behind_cache
 from .translate import (COMMIT_FAILURES, DISCONNECTS, LOCK_ERRORS, TRANSLATED,
                         describe_failure, translate, translate_errors)
 
-DATA_KEY = "zpydb"  # the OOBTree under ZODB's root PersistentMapping that holds db's keys
 #: The root key beside DATA_KEY that holds the stored format (docs/architecture.md).
 #: Missing: format 0, written before the format was recorded.
 FORMAT_KEY = "zpydb_format"
 #: The newest stored format this code reads and the one it writes.
 #: 1: BigLists record their chunk size, chunks their capacity (biglist.py).
-FORMAT_VERSION = 1
+#: 2: dicts past one bucket are BigDicts, which keep a BTrees.Length (bigdict.py).
+FORMAT_VERSION = 2
 LOOKUP_TRIES = 20  # outcome lookups after a broken commit, within wait_timeout
 
 # ZODB, ZEO and transaction log what zpydb turns into its own errors ("Failure
@@ -306,10 +307,13 @@ class Session:
         """Check the stored format; create the data root and stamp the format, once.
 
         A format newer than :data:`FORMAT_VERSION` is refused (FormatError).
-        A new database gets the OOBTree that holds db's keys and the format in
-        one transaction (``init``); an older one (format 0: no stamp) gets the
+        A new database gets the OOBTree that holds db's keys (a BigDict once
+        it spans several buckets, like any dict: ops.py) and the format in
+        one transaction (``init``); an older one (format 0 or 1) gets the
         stamp alone (``format``, which undo/redo and history pass over), its
-        records stay as they are (they read with the legacy defaults).
+        records stay as they are (they read with the legacy defaults, and a
+        big plain OOBTree, the data root included, gets its Length from the
+        first statement that writes into it: ops.py).
         Read-only opens only check.  Two clients opening at once conflict on
         the root: the loser looks again and finds the work done.
         """

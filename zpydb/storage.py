@@ -98,6 +98,9 @@ class Options:
     retries: int = None
     #: Objects kept in each connection's cache.
     connection_cache_size: int = 10000
+    #: Seconds between a PostgreSQL (RelStorage) watcher's checks for new
+    #: transactions (``watch()``, feed.py); ZEO and files push them instead.
+    poll_interval: float = 0.1
 
     @classmethod
     def from_kwargs(cls, kwargs):

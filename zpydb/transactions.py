@@ -69,12 +69,16 @@ def os_user():
 
 
 
-def describe_transaction(txn, note, kind="write", **extension):
-    """Note, user and the ``zpydb`` extension that undo.py reads back."""
+def describe_transaction(txn, note, kind="write", user=None, **extension):
+    """Note, user and the ``zpydb`` extension that undo.py reads back.
+
+    ``user``: who made the change (``zpydb web`` passes the token's name);
+    None records the OS user of this process.
+    """
     if len(note) > NOTE_LIMIT:
         note = note[:NOTE_LIMIT - 3] + "..."
     txn.note(note)
-    txn.setUser(os_user())
+    txn.setUser(os_user() if user is None else user)
     txn.setExtendedInfo(DATA_KEY, kind)
     for key, value in extension.items():
         txn.setExtendedInfo(key, value)
@@ -217,12 +221,15 @@ def open_blocks(session):
 class Block:
     """One open transaction on a private connection; statements join it."""
 
-    def __init__(self, session, raw_errors=False):
+    def __init__(self, session, raw_errors=False, note=None, user=None):
         """``raw_errors``: let ZODB/ZEO exceptions through untranslated, for
         ``atomic``, whose recovery must tell a disconnect (re-run the block)
-        from the rest; a block the user drives gets zpydb errors at once."""
+        from the rest; a block the user drives gets zpydb errors at once.
+        ``note``/``user``: the transaction's note (instead of the statements'
+        notes joined) and user (instead of the OS user), see :func:`check_metadata`."""
         self.session = session
         self.raw_errors = raw_errors
+        self.note, self.user = note, user
         self.notes = []
         self._note_room = NOTE_LIMIT + 1
         self.done = False
@@ -340,8 +347,9 @@ class Block:
     def describe(self):
         txn = self.tm.get()
         outcome.mark(txn, self.txid)
-        if self.notes:
-            describe_transaction(txn, "; ".join(self.notes))
+        if self.notes or self.note is not None:
+            note = "; ".join(self.notes) if self.note is None else self.note
+            describe_transaction(txn, note, user=self.user)
 
     def close(self):
         self.done = True
@@ -413,16 +421,30 @@ class _ReadSetGuard:
         pass
 
 
+def check_metadata(note, user):
+    """Refuse a ``note``/``user`` that is not a str (or None) before any transaction begins.
+
+    The note replaces the statements' notes in ``db.history()``; the user
+    replaces the OS user (``zpydb web`` records the token's name).
+    """
+    for name, value in (("note", note), ("user", user)):
+        if value is not None and not isinstance(value, str):
+            raise errors.BadArgumentError(
+                "db", f"{name}= must be a str or None, not {type(value).__name__}")
+
+
 class TransactionContext:
     """``with db.transaction() as t:`` commits on success, aborts on exception."""
 
-    def __init__(self, session, make_root):
+    def __init__(self, session, make_root, note=None, user=None):
+        check_metadata(note, user)
         self.session = session
         self.make_root = make_root
+        self.note, self.user = note, user
         self.block = None
 
     def __enter__(self):
-        self.block = Block(self.session)
+        self.block = Block(self.session, note=self.note, user=self.user)
         return self.make_root(self.block)
 
     def __exit__(self, exc_type, exc, tb):
@@ -433,7 +455,7 @@ class TransactionContext:
         return False
 
 
-def atomic(session, make_root, func, tries=None):
+def atomic(session, make_root, func, tries=None, note=None, user=None):
     """Run ``func(t)`` in a block; on a conflict start over until ``retry_timeout``.
 
     The retry loop is ``TransactionManager.attempts()`` from the ``transaction``
@@ -445,6 +467,7 @@ def atomic(session, make_root, func, tries=None):
     (a server restart) is looked up in the log: applied, it returns; not
     applied, the whole block runs again on the reconnected server.
     """
+    check_metadata(note, user)
     budget = RetryBudget(session.options, max_attempts=tries)
     result = _Result()
     recovery = Recovery(session, budget)
@@ -452,7 +475,7 @@ def atomic(session, make_root, func, tries=None):
         while True:
             block = None
             try:
-                block = Block(session, raw_errors=True)
+                block = Block(session, raw_errors=True, note=note, user=user)
                 return _atomic_attempts(block, make_root, func, budget, result)
             except COMMIT_FAILURES as exc:
                 tm = block.tm if block is not None else None

@@ -45,20 +45,26 @@ BATCH = 100
 MAX_WALK = 1_000_000
 
 
-def undo(session):
-    """Undo the newest change still in effect; UndoError when there is none."""
+def undo(session, user=None):
+    """Undo the newest change still in effect; UndoError when there is none.
+
+    ``user``: recorded as the undo's user (None: the OS user).  Returns the
+    undo's note (``undo: db['x'] = 1``); ``db.undo()`` itself returns None.
+    """
     with interrupts.deferred():  # Ctrl-C between statements, never inside one
         target = _find(session, _undo_target, "nothing to undo")
         interrupts.checkpoint()
-        _apply(session, target, "undo")
+        return _apply(session, target, "undo", user)
 
 
-def redo(session):
-    """Re-apply the most recently undone change; UndoError when there is none."""
+def redo(session, user=None):
+    """Re-apply the most recently undone change; UndoError when there is none.
+
+    Returns the redo's note (``redo: db['x'] = 1``)."""
     with interrupts.deferred():
         target = _find(session, _redo_target, "nothing to redo")
         interrupts.checkpoint()
-        _apply(session, target, "redo")
+        return _apply(session, target, "redo", user)
 
 
 def history(session, n=10):
@@ -173,7 +179,7 @@ def _require_undo(session):
             f"use a file, ZEO or history-preserving PostgreSQL database for undo/redo")
 
 
-def _apply(session, entry, kind):
+def _apply(session, entry, kind, user=None):
     change = _change_note(entry)
     note = f"{kind}: {change}"
     tm, _conn = session.connection()
@@ -181,7 +187,7 @@ def _apply(session, entry, kind):
         with translate_errors(session.name):
             txn = tm.begin()
             session.db.undo(entry["id"], txn)
-            describe_transaction(txn, note, kind, **{TARGET_KEY: entry["id"]})
+            describe_transaction(txn, note, kind, user=user, **{TARGET_KEY: entry["id"]})
             try:
                 tm.commit()
             except POSUndoError as exc:  # before translate_errors, whose str(exc) can fail
@@ -199,3 +205,4 @@ def _apply(session, entry, kind):
     except Exception:
         tm.abort()
         raise
+    return note
