@@ -759,8 +759,8 @@ class ListNode(Node):
         if backwards:
             stop = len(node) if position is None else min(position, len(node))
             start = 0 if size is None else max(0, stop - size)
-            items = [_plain_item(x, reads) for x in _list_span(node, start, stop, reads)]
-            items.reverse()
+            items = _plain_items(_list_span(node, start, stop, reads), reads)
+            items.reverse()  # a new list either way (_list_span copies)
             return items, (start if start > 0 else None)
         start = position or 0
         stop = len(node) if size is None else min(len(node), start + size)
