@@ -117,3 +117,81 @@ def _row(name, method, runs):
             "ops_per_s_rounds": [round(x, 1) for x in per_round],
             "median_us": percentile(latencies, 50) * 1e6,
             "p99_us": percentile(latencies, 99) * 1e6, "calls": len(latencies)}
+
+
+# -- H2: commit to browser event ------------------------------------------------------------
+
+H2_SUBSCRIBERS = (1, 100)
+H2_TITLE = ("zpydb web streams: from a PUT's start to the event at every SSE subscriber "
+            "(1 and 100 subscribers, embedded Data.fs)")
+
+
+def h2(env, mode, tick):
+    """Median and p99 delay from sending a PUT to its event arriving at each of N
+    Server-Sent Events clients (threads of this process, each its own HTTP
+    connection); one write at a time, the next once every client has the last."""
+    try:
+        import starlette  # noqa: F401
+    except ImportError as exc:
+        return {"title": H2_TITLE, "skipped": f"the web extra is not installed ({exc.name})",
+                "rows": [], "ratios": []}
+    import threading
+    import time
+    writes = 5 if mode.name == "smoke" else 50
+    rows = []
+    data = os.path.join(env.tmp, "h2", "Data.fs")
+    os.makedirs(os.path.dirname(data), exist_ok=True)
+    with WebServer(data, "--max-streams", "200", log_dir=os.path.join(env.tmp, "h2")) as web:
+        for count in H2_SUBSCRIBERS:
+            path = f"/h2/n{count}.json"
+            web.request("PUT", path, "-1")
+            streams = [web.events(path) for _ in range(count)]
+            arrived = [dict() for _ in range(count)]
+            errors = []
+
+            def listen(stream, seen):
+                try:
+                    stream.next()  # the first put
+                    ready.release()
+                    while len(seen) < writes:
+                        event = stream.next(timeout=120)
+                        if event is None:
+                            raise RuntimeError("the stream ended")
+                        seen[event[2]["data"]] = time.perf_counter()
+                        got.release()
+                except Exception as exc:  # reported below, not hidden
+                    errors.append(exc)
+                    got.release()
+
+            ready, got = threading.Semaphore(0), threading.Semaphore(0)
+            threads = [threading.Thread(target=listen, args=(s, a), daemon=True)
+                       for s, a in zip(streams, arrived)]
+            for thread in threads:
+                thread.start()
+            for _ in threads:
+                if not ready.acquire(timeout=120):
+                    raise RuntimeError("a subscriber got no first event")
+            sent = {}
+            for number in range(writes):
+                sent[number] = time.perf_counter()
+                status, _h, _b = web.request("PUT", path, str(number))
+                assert status == 200, status
+                for _ in threads:
+                    if not got.acquire(timeout=120):
+                        raise RuntimeError(f"write {number}: not every subscriber got it")
+                if errors:
+                    raise RuntimeError(f"a subscriber failed: {errors[0]!r}")
+            for thread in threads:
+                thread.join(60)
+            for stream in streams:
+                stream.close()
+            delays = sorted(seen[n] - sent[n] for seen in arrived for n in seen)
+            rows.append({"name": f"{count} subscriber{'s' if count > 1 else ''}",
+                         "clients": count, "calls": len(delays),
+                         "median_us": percentile(delays, 50) * 1e6,
+                         "p99_us": percentile(delays, 99) * 1e6})
+            tick()
+    ratios = [{"name": "median delay, 100 subscribers / 1",
+               "ratio": round(rows[1]["median_us"] / rows[0]["median_us"], 2)
+               if rows[0]["median_us"] else None}]
+    return {"title": H2_TITLE, "rows": rows, "ratios": ratios}

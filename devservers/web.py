@@ -111,8 +111,66 @@ class WebServer:
             if own:
                 conn.close()
 
+    def events(self, path, headers=None, timeout=60):
+        """An :class:`EventStream` of ``path`` (``Last-Event-ID`` and the like in headers)."""
+        return EventStream(self, path, headers, timeout)
+
     def json(self, method, path, value=None, headers=None, connection=None):
         """``(status, decoded JSON body or None)``; ``value`` is sent as JSON unless None."""
         body = None if value is None else json.dumps(value)
         status, _headers, data = self.request(method, path, body, headers, connection)
         return status, (json.loads(data) if data else None)
+
+
+class EventStream:
+    """A Server-Sent Events client of one stream (``GET path`` with ``Accept:
+    text/event-stream``), reading with the standard library.
+
+        with web.events("/cfg.json") as stream:
+            kind, event_id, data = stream.next(timeout=30)
+    """
+
+    def __init__(self, server, path, headers=None, timeout=60):
+        self.conn = server.connection(timeout)
+        self.conn.request("GET", path, headers={"Accept": "text/event-stream", **(headers or {})})
+        self.response = self.conn.getresponse()
+        self.status = self.response.status
+        self.headers = {k.lower(): v for k, v in self.response.getheaders()}
+        self.last_id = None
+
+    def next(self, timeout=60, keepalives=False):
+        """``(event, id or None, decoded data)`` of the next event (keep-alives skipped
+        unless asked); ``None`` when the server ended the stream."""
+        self.conn.sock.settimeout(timeout)
+        kind, event_id, data = None, None, []
+        while True:
+            line = self.response.readline()
+            if not line:
+                return None
+            line = line.decode("utf-8").rstrip("\r\n")
+            if line:
+                field, _, value = line.partition(":")
+                value = value[1:] if value.startswith(" ") else value
+                if field == "event":
+                    kind = value
+                elif field == "id":
+                    event_id = value
+                elif field == "data":
+                    data.append(value)
+                continue
+            if kind == "keep-alive" and not keepalives:
+                kind, event_id, data = None, None, []
+                continue
+            if event_id is not None:
+                self.last_id = event_id
+            return kind, event_id, json.loads("\n".join(data)) if data else None
+
+    def close(self):
+        self.conn.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False

@@ -73,6 +73,16 @@ def test_read_prefixes(secured):
     assert secured.send("GET", "/inbox.json", headers=bearer(WRITER))[0] == 403
 
 
+def test_reads_of_the_past_need_read_like_reads_of_now(secured):
+    moment = secured.get("/.history.json?n=1", headers=bearer(ADMIN))[0]["id"]
+    assert secured.get(f"/users/ann.json?at={moment}", headers=bearer(ANN)) == {"name": "Ann"}
+    for path in ("/users/bob.json", "/.json", "/users.json"):
+        status, answer = secured.send("GET", f"{path}?at={moment}", headers=bearer(ANN))
+        assert status == 403 and "may not read" in answer["error"], (path, answer)
+    assert secured.send("GET", f"/users/ann.json?at={moment}")[0] == 401
+    assert secured.send("GET", f"/inbox.json?at={moment}", headers=bearer(WRITER))[0] == 403
+
+
 def test_write_prefixes_and_nothing_written_when_refused(secured):
     assert secured.send("PUT", "/users/ann/age.json", 30, headers=bearer(ANN))[0] == 200
     assert secured.value("users", "ann", "age") == 30

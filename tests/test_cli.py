@@ -209,6 +209,23 @@ BAD = {
     "certs onto a file": (["certs", "junk.txt"], "not a directory"),
     "tls cert missing": (["shell", "127.0.0.1:1", "--tls-cert", "c.pem", "--tls-key", "k.pem",
                           "--tls-ca", "ca.pem"], "c.pem"),
+    "log missing db": (["log", "missing.fs"], "no such database"),
+    "log default missing": (["log", "db['a']"], "no such database: the default database"),
+    "log too many": (["log", "db.fs", "db['a']", "x"], "log takes [URL] [PATH]"),
+    "log two paths": (["log", "db['a']", "db['b']"], "log takes [URL] [PATH]"),
+    "log bad path": (["log", "db.fs", "db[1+"], "not a path"),
+    "log bad n": (["log", "db.fs", "-n", "-1"], "-n must be >= 0"),
+    "show without at": (["show", "db.fs", "db['a']"], "required: --at"),
+    "show bad when": (["show", "db.fs", "db", "--at", "soon"], "not a time: 'soon'"),
+    "show bad path": (["show", "db.fs", "db[", "--at", "1"], "not a path"),
+    "show missing db": (["show", "missing.fs", "db", "--at", "1"], "no such database"),
+    "show missing key": (["show", "db.fs", "db['zz']", "--at", "2100-01-01"], "no such key"),
+    "show too old": (["show", "db.fs", "db", "--at", "2001-01-01"], "is not kept"),
+    "diff no times": (["diff"], "required"),
+    "diff bad when": (["diff", "db.fs", "later"], "not a time: 'later'"),
+    "diff missing db": (["diff", "missing.fs", "1"], "no such database"),
+    "diff too many": (["diff", "db.fs", "1", "2", "3"], "diff takes [URL] A [B]"),
+    "diff too old": (["diff", "db.fs", "2001-01-01"], "is not kept"),
 }
 
 

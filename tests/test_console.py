@@ -10,6 +10,7 @@ without them skips loudly, except under CI (``CI`` set), where that fails.
 
 import os
 import time
+import urllib.parse
 from pathlib import Path
 
 import pytest
@@ -73,6 +74,21 @@ def idle(driver):
     return driver.execute_script("return document.body.dataset.pending") == "0"
 
 
+def settled(driver, site):
+    """Idle, and the live updates have reached the newest change (so no redraw is coming)."""
+    newest = site.get("/.history.json?n=1")
+    seen = driver.execute_script("return document.body.dataset.lastEvent")
+    return idle(driver) and (not newest or seen == newest[0]["id"])
+
+
+def until(driver, condition, what, timeout=30):
+    """A bounded WebDriverWait; an element redrawn under it (stale) is looked up again."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    from selenium.webdriver.support.ui import WebDriverWait
+    return WebDriverWait(driver, timeout, poll_frequency=0.05, ignored_exceptions=(
+        NoSuchElementException, StaleElementReferenceException)).until(condition, what)
+
+
 def node(driver, path):
     from selenium.webdriver.common.by import By
     return driver.find_element(By.CSS_SELECTOR, f'li.node[data-path="{path}"]')
@@ -85,7 +101,7 @@ def row_text(driver, path):
 
 def open_console(driver, site):
     driver.get(site.base + "/")
-    wait_for(lambda: idle(driver) and node(driver, "/"), what="the console to load")
+    wait_for(lambda: settled(driver, site) and node(driver, "/"), what="the console to load")
 
 
 def no_alert(driver):
@@ -116,9 +132,9 @@ def test_browse_edit_undo(browser, site):
 
     # expand a node: its children appear, one more level only
     node(browser, "/users").find_element(By.CSS_SELECTOR, ".toggle").click()
-    wait_for(lambda: idle(browser) and node(browser, "/users/ann"), what="users to expand")
+    wait_for(lambda: settled(browser, site) and node(browser, "/users/ann"), what="users to expand")
     node(browser, "/users/ann").find_element(By.CSS_SELECTOR, ".toggle").click()
-    wait_for(lambda: idle(browser) and node(browser, "/users/ann/name"), what="ann to expand")
+    wait_for(lambda: settled(browser, site) and node(browser, "/users/ann/name"), what="ann to expand")
     assert '"Ann"' in row_text(browser, "/users/ann/name")
     assert "[2 items]" in row_text(browser, "/users/ann/tags")
     screenshot(browser, "console-tree.png")
@@ -130,7 +146,7 @@ def test_browse_edit_undo(browser, site):
                                                                           "input.inline-edit"))
     field.send_keys(Keys.CONTROL, "a")
     field.send_keys("31", Keys.ENTER)
-    wait_for(lambda: idle(browser) and "31" in row_text(browser, "/users/ann/age"),
+    wait_for(lambda: settled(browser, site) and "31" in row_text(browser, "/users/ann/age"),
              what="the edit to show")
     assert site.value("users", "ann", "age") == 31
     wait_for(lambda: "PUT /users/ann/age.json" in browser.find_element(By.ID, "history").text,
@@ -139,12 +155,12 @@ def test_browse_edit_undo(browser, site):
 
     # undo with the button: back to 30 in the database and on the page
     browser.find_element(By.ID, "undo").click()
-    wait_for(lambda: idle(browser) and "30" in row_text(browser, "/users/ann/age"),
+    wait_for(lambda: settled(browser, site) and "30" in row_text(browser, "/users/ann/age"),
              what="the undo to show")
     assert site.value("users", "ann", "age") == 30
     assert "undone: undo: PUT /users/ann/age.json" in browser.find_element(By.ID, "status").text
     browser.find_element(By.ID, "redo").click()
-    wait_for(lambda: idle(browser) and "31" in row_text(browser, "/users/ann/age"),
+    wait_for(lambda: settled(browser, site) and "31" in row_text(browser, "/users/ann/age"),
              what="the redo to show")
     assert site.value("users", "ann", "age") == 31
     screenshot(browser, "console-history.png")
@@ -176,16 +192,16 @@ def test_add_delete_and_edit_as_json(browser, site):
     click_action("/d", ".add")
     assert browser.find_element(By.ID, "editor-key").is_displayed()
     dialog_save("new key", '{"x": [1, 2]}', shot="console-add.png")
-    wait_for(lambda: idle(browser) and site.value("d", "new key") == {"x": [1, 2]},
+    wait_for(lambda: settled(browser, site) and site.value("d", "new key") == {"x": [1, 2]},
              what="the key to be added")
     click_action("/l", ".add")
     dialog_save(None, '"two"')
-    wait_for(lambda: idle(browser) and site.value("l") == [1, "two"], what="the item to be appended")
+    wait_for(lambda: settled(browser, site) and site.value("l") == [1, "two"], what="the item to be appended")
 
     node(browser, "/d").find_element(By.CSS_SELECTOR, ".toggle").click()
-    wait_for(lambda: idle(browser) and node(browser, "/d/a"), what="d to expand")
+    wait_for(lambda: settled(browser, site) and node(browser, "/d/a"), what="d to expand")
     click_action("/d/a", ".delete")
-    wait_for(lambda: idle(browser) and site.value("d") == {"new key": {"x": [1, 2]}},
+    wait_for(lambda: settled(browser, site) and site.value("d") == {"new key": {"x": [1, 2]}},
              what="the key to be deleted")
 
     click_action("/d", ".edit-json")
@@ -194,7 +210,7 @@ def test_add_delete_and_edit_as_json(browser, site):
     assert not browser.find_element(By.ID, "editor-key").is_displayed()  # no key to give here
     screenshot(browser, "console-json.png")
     dialog_save(None, '{"replaced": true}')
-    wait_for(lambda: idle(browser) and site.value("d") == {"replaced": True},
+    wait_for(lambda: settled(browser, site) and site.value("d") == {"replaced": True},
              what="the subtree to be replaced")
 
     # bad JSON in the editor: refused in the page, nothing sent
@@ -208,7 +224,7 @@ def test_add_delete_and_edit_as_json(browser, site):
 
     # a refused write shows the server's error
     browser.find_element(By.ID, "undo").click()
-    wait_for(lambda: idle(browser) and site.value("d") == {"new key": {"x": [1, 2]}})
+    wait_for(lambda: settled(browser, site) and site.value("d") == {"new key": {"x": [1, 2]}})
     assert no_alert(browser)
 
 
@@ -220,7 +236,7 @@ def test_hostile_keys_and_values_are_text(browser, site):
     open_console(browser, site)
     for path in ("/nested", "/list"):
         node(browser, path).find_element(By.CSS_SELECTOR, ".toggle").click()
-        wait_for(lambda: idle(browser), what=f"{path} to expand")
+        wait_for(lambda: settled(browser, site), what=f"{path} to expand")
     text = browser.find_element(By.ID, "tree").text
     assert XSS in text and XSS_SCRIPT in text
     # nothing of it became markup: no img or script element in the tree, no alert
@@ -233,7 +249,7 @@ def test_hostile_keys_and_values_are_text(browser, site):
                 if li.find_elements(By.CSS_SELECTOR, ":scope > .row > .key")
                 and li.find_element(By.CSS_SELECTOR, ":scope > .row > .key").text == XSS_SCRIPT][0]
     xss_node.find_element(By.CSS_SELECTOR, ".toggle").click()
-    wait_for(lambda: idle(browser) and XSS in xss_node.text, what="the hostile key to expand")
+    wait_for(lambda: settled(browser, site) and XSS in xss_node.text, what="the hostile key to expand")
     assert "5" in [k.text for k in xss_node.find_elements(By.CSS_SELECTOR, ".key.typed")]
     # edit the hostile value through the page: stored as the same text
     value = [li for li in browser.find_elements(By.CSS_SELECTOR, "#tree > li > ul > li.node")
@@ -242,13 +258,94 @@ def test_hostile_keys_and_values_are_text(browser, site):
     from selenium.webdriver.common.keys import Keys
     field = value.find_element(By.CSS_SELECTOR, "input.inline-edit")
     field.send_keys(Keys.END, Keys.BACK_SPACE, "!\"", Keys.ENTER)
-    wait_for(lambda: idle(browser) and site.value(XSS) == XSS + "!", what="the edit to land")
+    wait_for(lambda: settled(browser, site) and site.value(XSS) == XSS + "!", what="the edit to land")
     browser.find_element(By.ID, "refresh").click()
-    wait_for(lambda: idle(browser))
+    wait_for(lambda: settled(browser, site))
     history = browser.find_element(By.ID, "history").text
     assert "PUT /%3Cimg" in history  # notes are text too
     assert browser.execute_script("return document.images.length") == 0
     screenshot(browser, "console-xss.png")
+    assert no_alert(browser)
+
+
+def test_a_write_through_the_api_shows_up_live(browser, site):
+    from selenium.webdriver.common.by import By
+    site.send("PUT", "/.json", {"users": {"ann": {"age": 30}}, "motd": "hello"})
+    open_console(browser, site)
+    node(browser, "/users").find_element(By.CSS_SELECTOR, ".toggle").click()
+    wait_for(lambda: settled(browser, site) and node(browser, "/users/ann"))
+    node(browser, "/users/ann").find_element(By.CSS_SELECTOR, ".toggle").click()
+    wait_for(lambda: settled(browser, site) and node(browser, "/users/ann/age"))
+    browser.execute_script("window.zpydbNotReloaded = true")  # gone if the page reloads
+    assert "live" == browser.find_element(By.ID, "live").text
+
+    # writes by another client, over HTTP: an expanded level, the top, a new key, a delete
+    assert site.send("PUT", "/users/ann/age.json", 31)[0] == 200
+    until(browser, lambda d: "31" in row_text(d, "/users/ann/age"), "the PUT to show without a reload")
+    # (a PATCH key is a path: a "/" in it would name a level below)
+    assert site.send("PATCH", "/.json", {"motd": XSS_SCRIPT, XSS: 1})[0] == 200
+    until(browser, lambda d: XSS_SCRIPT in row_text(d, "/motd")
+          and "PATCH /.json" in d.find_element(By.ID, "history").text,
+          "the PATCH and its history entry to show")
+    keys = [element.text for element in browser.find_elements(By.CSS_SELECTOR, "#tree .key")]
+    assert XSS in keys
+    assert site.send("DELETE", "/users/ann/age.json")[0] == 200
+    until(browser, lambda d: not d.find_elements(By.CSS_SELECTOR, 'li.node[data-path="/users/ann/age"]'),
+        "the DELETE to show")
+    assert browser.execute_script("return window.zpydbNotReloaded") is True
+    assert browser.execute_script("return document.images.length") == 0
+    assert no_alert(browser)
+
+
+def test_a_history_entry_shows_the_old_tree_read_only_and_back_to_now(browser, site):
+    from selenium.webdriver.common.by import By
+    site.send("PUT", "/.json", {"cfg": {"port": 1}, XSS: "old " + XSS})
+    old_id = site.get("/.history.json?n=1")[0]["id"]
+    site.send("PUT", "/cfg/port.json", 2)
+    site.send("DELETE", f"/{urllib.parse.quote(XSS, safe='')}.json")
+    site.send("PUT", f"/{urllib.parse.quote(XSS_SCRIPT, safe='')}.json", "new")
+    open_console(browser, site)
+    node(browser, "/cfg").find_element(By.CSS_SELECTOR, ".toggle").click()
+    wait_for(lambda: settled(browser, site) and '2' in row_text(browser, "/cfg/port"))
+    history = browser.find_element(By.ID, "history").text
+    assert "DELETE /%3Cimg" in history and "PUT /%3Cscript" in history  # notes as text
+
+    entry = browser.find_element(By.CSS_SELECTOR, f'#history li[data-id="{old_id}"]')
+    entry.click()
+    banner = browser.find_element(By.ID, "past")
+    until(browser, lambda d: banner.is_displayed() and idle(d)
+        and d.find_element(By.ID, "tree").get_attribute("data-shown") == old_id,
+        "the tree as it was")
+    assert old_id in banner.text and "back to now" in banner.text
+    assert "1" in row_text(browser, "/cfg/port")  # the old value, the old keys
+    keys = [element.text for element in browser.find_elements(By.CSS_SELECTOR, "#tree .key")]
+    assert XSS in keys and XSS_SCRIPT not in keys
+    assert browser.find_element(By.CSS_SELECTOR, f'#history li[data-id="{old_id}"]').get_attribute(
+        "aria-current") == "true"
+    # read-only: no actions, no inline editor, undo and redo off
+    assert browser.find_elements(By.CSS_SELECTOR, "#tree .actions, #tree button.add, "
+                                                  "#tree button.delete") == []
+    node(browser, "/cfg/port").find_element(By.CSS_SELECTOR, ".value").click()
+    assert browser.find_elements(By.CSS_SELECTOR, "input.inline-edit") == []
+    assert not browser.find_element(By.ID, "undo").is_enabled()
+    assert not browser.find_element(By.ID, "redo").is_enabled()
+    screenshot(browser, "console-past.png")
+
+    # a change arriving meanwhile joins the history list; the past shown stays the past
+    site.send("PUT", "/cfg/port.json", 3)
+    until(browser, lambda d: settled(d, site) and "PUT /cfg/port.json" in
+        d.find_element(By.CSS_SELECTOR, "#history li:first-child").text, "the new entry")
+    assert "1" in row_text(browser, "/cfg/port")
+    assert site.value("cfg", "port") == 3
+
+    browser.find_element(By.ID, "now").click()
+    until(browser, lambda d: not banner.is_displayed() and idle(d) and "3" in row_text(d, "/cfg/port")
+        and d.find_element(By.ID, "tree").get_attribute("data-shown") == "now", "back to now")
+    keys = [element.text for element in browser.find_elements(By.CSS_SELECTOR, "#tree .key")]
+    assert XSS_SCRIPT in keys and XSS not in keys
+    assert browser.find_element(By.ID, "undo").is_enabled()
+    assert browser.find_elements(By.CSS_SELECTOR, "#tree button.delete")  # editable again
+    assert browser.execute_script("return document.images.length") == 0
     assert no_alert(browser)
 
 

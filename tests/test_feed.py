@@ -214,6 +214,34 @@ def test_a_watcher_not_read_for_long_forgets_notices_but_no_change(db, monkeypat
     watch.close()
 
 
+@pytest.mark.parametrize("backend", ["file", "postgres"], indirect=True)
+def test_unread_notices_are_bounded_by_records_not_only_by_transactions(backend, monkeypatch):
+    """A watcher nobody reads, under transactions that each write many records (a
+    dict of dicts), holds at most MAX_NOTICE_OIDS of their oids, and still delivers
+    every change.  (Counting transactions alone let 1,500 such commits of 300
+    records keep 480,000 oids, 45 MB; 10,000 commits of 10,000 records would
+    keep gigabytes.)"""
+    monkeypatch.setattr(feed, "MAX_NOTICE_OIDS", 200)
+    db = backend.connect()
+    w = backend.connect()
+    w["n"] = -1
+    watch = db["n"].watch(timeout=30)
+    inbox = watch._source
+    held = 0
+    for i in range(12):
+        w["n"] = i
+        w["big"] = {str(k): {"k": k, "i": i} for k in range(60)}  # 60+ new records
+        deadline = time.monotonic() + 30  # the poller (PostgreSQL) has told the inbox
+        while inbox._barrier() < bytes.fromhex(last_tid(w)) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        with inbox._cond:
+            span_oids = inbox._span[1] if inbox._span and inbox._span[1] else ()
+            held = max(held, sum(len(oids) for _, oids in inbox._exact) + len(span_oids))
+    assert held <= 200
+    assert [c["value"] for c in collect_values(watch, 11)] == list(range(12))
+    watch.close()
+
+
 def test_timeout_ends_an_idle_watch(db):
     watch = db["quiet"].watch(timeout=0.5)
     started = time.monotonic()
@@ -224,6 +252,22 @@ def test_timeout_ends_an_idle_watch(db):
     started = time.monotonic()
     assert list(db["quiet"].watch(timeout=0)) == []
     assert time.monotonic() - started < 10
+
+
+def test_minus_zero_is_a_change_and_nan_again_is_not(db):
+    """0.0 and -0.0 compare equal in Python but are different values (repr, JSON,
+    1 / x): like 1, 1.0 and True, a switch between them is delivered."""
+    db["f"] = {"x": 0.0}
+    with db["f"].watch(timeout=10) as watch:
+        db["f"]["x"] = -0.0
+        db["f"]["x"] = 0.0
+        db["f"]["x"] = float("nan")
+        db["f"]["x"] = float("nan")   # NaN again: the same value, not delivered
+        db["f"]["x"] = -0.0
+        got = [next(watch) for _ in range(4)]
+    assert [repr(c["value"]["x"]) for c in got] == ["-0.0", "0.0", "nan", "-0.0"]
+    assert got[0]["patch"] == [{"op": "replace", "path": "/x", "value": -0.0}]
+    assert repr(got[0]["patch"][0]["value"]) == "-0.0"
 
 
 def test_a_created_and_deleted_path(db):
@@ -746,3 +790,15 @@ def test_parse_id_round_trips_a_tid():
     assert feed.parse_id("040d4472e92bb5dd") == bytes.fromhex("040d4472e92bb5dd")
     with pytest.raises(zpydb.BadArgumentError):
         feed.parse_id("040d4472e92bb5dg")
+
+
+def test_since_with_spaces_is_not_a_shorter_id(backend):
+    """bytes.fromhex skips spaces: '040d4472e92bb5  ' would be a 7-byte tid that no
+    storage expects (RelStorage's iterator fails on it with struct.error)."""
+    db = backend.connect()
+    db["x"] = 1
+    real = last_tid(db)
+    for since in (real[:14] + "  ", " " + real[:14] + " ", real[:2] + " " * 2 + real[4:],
+                  "\u0660" * 16, real[:15] + "\n"):
+        with pytest.raises(zpydb.BadArgumentError, match=r"since must be a change id"):
+            db["x"].watch(since=since)

@@ -1,6 +1,8 @@
 """Undo/redo from ZODB's transaction log (undo.py), on every backend."""
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import zpydb
 from tests.helpers import transaction_count
@@ -254,3 +256,140 @@ def test_note_and_user_of_blocks_undo_and_redo(fdb):
         with pytest.raises(zpydb.BadArgumentError):
             fdb.undo(user=bad)
     assert fdb["d"].value() == 4 and len(fdb.history(10)) == 5
+
+
+# -- issue 14: history ids and undo(id) ----------------------------------------------
+
+def test_history_entries_carry_the_transaction_id(db):
+    db["x"] = 1
+    db["x"] = 2
+    entries = db.history(2)
+    assert all(len(e["id"]) == 16 and int(e["id"], 16) for e in entries)
+    assert entries[0]["id"] > entries[1]["id"]
+    assert db.at(entries[1]["id"])["x"] == 1 and db.at(entries[0]["id"])["x"] == 2
+
+
+def test_undo_of_one_earlier_change_and_redo_of_it(db):
+    # each change in a dict of its own: undoing one touches no record a later one wrote
+    # (RelStorage refuses even that; FileStorage and ZEO merge bucket changes too)
+    db["a"], db["b"], db["c"] = {}, {}, {}
+    db["a"]["v"] = 1
+    db["b"]["v"] = 1
+    first = db.history(1)[0]["id"]           # db['b']['v'] = 1
+    db["c"]["v"] = 1
+    db["a"]["v"] = 2
+    db.undo(first)                           # only b's change goes
+    assert db.value() == {"a": {"v": 2}, "b": {}, "c": {"v": 1}}
+    assert db.history(1)[0]["note"] == "undo: db['b']['v'] = 1"
+    db.redo()                                # re-applies what undo(id) took away
+    assert db.value() == {"a": {"v": 2}, "b": {"v": 1}, "c": {"v": 1}}
+    db.undo()                                # the newest change still in effect: the redo
+    db.undo()                                # then db['a']['v'] = 2
+    assert db.value() == {"a": {"v": 1}, "b": {}, "c": {"v": 1}}
+
+
+def test_undo_of_a_change_that_later_changes_depend_on_is_refused(db):
+    db["x"] = 1
+    target = db.history(1)[0]["id"]
+    db["x"] = 2
+    before = transaction_count(db)
+    with pytest.raises(zpydb.UndoError, match="later change"):
+        db.undo(target)
+    assert db["x"] == 2 and transaction_count(db) == before
+
+
+def test_undo_of_an_undone_change_follows_what_became_of_it(db):
+    db["keep"] = 0
+    db["x"] = 1
+    change = db.history(1)[0]
+    db.undo()
+    count = transaction_count(db)
+    with pytest.raises(zpydb.UndoError, match="already undone"):
+        db.undo(change["id"])
+    assert transaction_count(db) == count
+    undo_entry = db.history(1)[0]
+    db.redo()                                # the change is in effect again, through the redo
+    db.undo(change)                          # a history entry works as well as its id
+    assert "x" not in db and db.history(1)[0]["note"] == "undo: db['x'] = 1"
+    db.undo(undo_entry["id"])                # undoing an undo brings the change back: a redo
+    assert db["x"] == 1 and db.history(1)[0]["kind"] == "redo"
+    with pytest.raises(zpydb.UndoError, match="already redone"):
+        db.undo(undo_entry["id"])
+
+
+def test_undo_of_what_is_not_a_change_is_refused(db):
+    init = None
+    for entry in db._session.db.undoInfo(0, 100):
+        if entry.get("zpydb") == "init":
+            from zpydb.undo import tid_of
+            init = tid_of(entry).hex()
+    assert init is not None
+    with pytest.raises(zpydb.UndoError, match="not a change"):
+        db.undo(init)
+    with pytest.raises(zpydb.UndoError, match="no change"):
+        db.undo("0" * 16)
+    for bad in ("xyz", 12, b"\x00" * 8, {"id": 3}):
+        with pytest.raises(zpydb.BadArgumentError, match="undo"):
+            db.undo(bad)
+    db["x"] = 1
+    db.lock()
+    with pytest.raises(zpydb.UndoError, match="while a db.lock"):
+        db.undo(db.history(1)[0]["id"])
+    db.unlock()
+
+
+@settings(max_examples=15, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(data=st.data())
+def test_undo_by_id_against_a_model(db, data):
+    """undo(id) either puts back, as they were before that change, the keys the change
+    changed (and redo() takes them forward again), or refuses, changing nothing."""
+    db["_"] = 0
+    with db.transaction() as t:
+        for key in list(db.keys()):
+            del t[key]
+    log = []                          # (id, kind, {key: (before, after)}) of each change
+    for _ in range(data.draw(st.integers(2, 8))):
+        state = db.value()
+        kind = data.draw(st.sampled_from(["write", "write", "write", "undo", "redo", "undo(id)"]))
+        if kind == "write":
+            db[data.draw(st.sampled_from("abc"))] = data.draw(st.integers(0, 3))
+        elif kind in ("undo", "redo"):
+            try:
+                getattr(db, kind)()
+            except zpydb.UndoError:
+                continue
+        elif log:
+            target_id, target_kind, effect = data.draw(st.sampled_from(log))
+            later = log[[entry[0] for entry in log].index(target_id) + 1:]
+            count = transaction_count(db)
+            try:
+                db.undo(target_id)
+            except zpydb.UndoError:
+                assert db.value() == state and transaction_count(db) == count
+                continue
+            # a later write that changed one of its keys would have been lost: ZODB refuses
+            assert all(kind != "write" or not set(changed) & set(effect)
+                       for _, kind, changed in later) or \
+                any(kind != "write" for _, kind, _ in later)
+            expected = dict(state)
+            for key, (before, _) in effect.items():
+                if before is None:
+                    expected.pop(key, None)
+                else:
+                    expected[key] = before
+            assert db.value() == expected
+            made = db.history(1)[0]["kind"]   # undo; or redo when the target was an undo
+            assert made == ("redo" if target_kind == "undo" else "undo")
+            back, forth = (db.redo, db.undo) if made == "undo" else (db.undo, db.redo)
+            back()                            # redo() re-applies it (undo() takes a redo back)
+            assert db.value() == state
+            forth()
+            assert db.value() == expected
+        else:
+            continue
+        new = db.value()
+        effect = {k: (state.get(k), new.get(k)) for k in set(state) | set(new)
+                  if state.get(k) != new.get(k)}
+        newest = db.history(1)[0]
+        log.append((newest["id"], newest["kind"], effect))

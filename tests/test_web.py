@@ -5,6 +5,7 @@ with a separate client (tests/webtools.py).  The basics run on the embedded
 FileStorage, a real runzeo and PostgreSQL; the details on the file backend.
 """
 
+import datetime
 import json
 import os
 import subprocess
@@ -239,6 +240,86 @@ def test_shallow(fsite):
     assert status == 400 and "shallow must be" in answer["error"]
     status, answer = fsite.send("PUT", "/sh.json?shallow=true", 1)
     assert status == 400 and fsite.value("sh", "n") == 3
+
+
+@pytest.fixture(scope="module", params=[b for b in BACKENDS if b in ("file", "zeo")])
+def tsite(request, tmp_path_factory):
+    """A file and a ZEO server, for reads of the past (?at=)."""
+    return start_site(request.param, tmp_path_factory.mktemp(request.param), request)
+
+
+def later_than(moment):
+    """Wait (bounded) until the local clock has passed ``moment``, so the next commit's
+    transaction id is later than it."""
+    deadline = time.monotonic() + 10
+    while datetime.datetime.now() <= moment and time.monotonic() < deadline:
+        time.sleep(0.002)
+    assert datetime.datetime.now() > moment
+
+
+def test_at_reads_the_value_as_it_was_by_id_and_by_time(tsite):
+    tsite.send("PUT", "/past.json", {"cfg": {"port": 1, "hosts": ["a"]}, "x": "old"})
+    first = tsite.get("/.history.json?n=1")[0]
+    later_than(datetime.datetime.fromisoformat(first["time"]) + datetime.timedelta(milliseconds=2))
+    between = datetime.datetime.now().isoformat()  # naive: local time, as the server reads it
+    later_than(datetime.datetime.fromisoformat(between))
+    tsite.send("PATCH", "/past/cfg.json", {"port": 2, "hosts": None})
+    tsite.send("DELETE", "/past/x.json")
+    second = tsite.get("/.history.json?n=1")[0]
+    assert first["id"] < second["id"]
+    old = {"cfg": {"port": 1, "hosts": ["a"]}, "x": "old"}
+    assert tsite.get(f"/past.json?at={first['id']}") == old
+    assert tsite.get(f"/past.json?at={q(between)}") == old
+    aware = datetime.datetime.fromisoformat(between).astimezone(datetime.timezone(datetime.timedelta(hours=5, minutes=30)))
+    assert tsite.get(f"/past.json?at={q(aware.isoformat())}") == old  # a zone, its + as %2B
+    assert tsite.get(f"/past/cfg/hosts/0.json?at={first['id'].upper()}") == "a"
+    assert tsite.get(f"/past/x.json?at={first['id']}") == "old"
+    assert tsite.get(f"/past.json?at={second['id']}") == {"cfg": {"port": 2}}
+    assert tsite.get("/past.json") == {"cfg": {"port": 2}}
+    assert tsite.get(f"/past/x.json?at={second['id']}") is None  # deleted by then
+    assert tsite.get(f"/past.json?at={q(datetime.datetime.now().isoformat())}") == {"cfg": {"port": 2}}
+    assert tsite.get(f"/past.json?at={time.time() + 3600}") == {"cfg": {"port": 2}}  # the future: now
+    assert tsite.get(f"/past.json?at={first['id']}&shallow=true") == {"cfg": True, "x": True}
+    assert tsite.get(f"/past/cfg.json?at={first['id']}&shallow=values") == {
+        "hosts": {"$shallow": {"type": "list", "size": 1}}, "port": 1}
+    status, headers, data = tsite.request("GET", f"/past.json?at={first['id']}&print=pretty")
+    assert status == 200 and json.loads(data) == old and b"\n" in data
+    status, headers, data = tsite.request("HEAD", f"/past.json?at={first['id']}")
+    assert status == 200 and data == b"" and int(headers["content-length"]) > 0
+    assert tsite.value("past") == {"cfg": {"port": 2}}  # reading the past wrote nothing
+    assert tsite.history(1)[0]["id"] == second["id"]
+
+
+@pytest.mark.parametrize("at, words", [
+    ("yesterday", "at must be an id"), ("", "at must be an id"), ("nan", "at must be an id"),
+    ("0x12", "at must be an id"), ("123456789abcdefg", "at must be an id"),
+    ("2024-13-01", "at must be an id"), ("1e999", "none of these"),
+    ("9" * 400, "none of these"),
+])
+def test_bad_at_values_are_400(tsite, at, words):
+    status, answer = tsite.send("GET", f"/past.json?at={q(at)}")
+    assert status == 400 and words in answer["error"], (status, answer)
+
+
+def test_at_before_the_kept_history_is_410(tsite):
+    tsite.send("PUT", "/kept.json", 1)
+    for at in ("0000000000000000", "1971-01-01T00:00:00", "86400"):
+        status, answer = tsite.send("GET", f"/kept.json?at={at}")
+        assert status == 410 and "is not kept" in answer["error"], (at, status, answer)
+        assert "oldest state kept" in answer["error"]
+
+
+def test_at_on_a_write_or_a_stream_is_400_and_writes_nothing(tsite):
+    tsite.send("PUT", "/atw.json", {"v": 1})
+    moment = tsite.get("/.history.json?n=1")[0]["id"]
+    for method in ("PUT", "PATCH", "POST", "DELETE"):
+        status, answer = tsite.send(method, f"/atw.json?at={moment}", {"v": 2})
+        assert status == 400 and "at is for GET only" in answer["error"], (method, answer)
+    status, answer = tsite.send("GET", f"/atw.json?at={moment}", headers={
+        "Accept": "text/event-stream"})
+    assert status == 400 and "stream follows the present" in answer["error"]
+    assert tsite.value("atw") == {"v": 1}
+    assert tsite.history(1)[0]["id"] == moment
 
 
 def test_print_pretty_and_silent(fsite):

@@ -13,7 +13,8 @@ from .errors import (AttributeNotFoundError, StorageError, BadArgumentError, Bad
                      ConflictError, DatabaseLockedError, DisconnectedError, FormatError,
                      Error, KeyNotFoundError, NotAContainerError, PathError, ReadOnlyError,
                      UndoError, UnorderableKeyError, UnstorableValueError, URLError,
-                     OperationError, UnsafeClassError, ValueNotFoundError, CommitInterrupted, PackError)
+                     OperationError, UnsafeClassError, ValueNotFoundError, CommitInterrupted, PackError,
+                     PastIsReadOnlyError, HistoryNotKeptError)
 from .files import File
 from .paths import Path
 
@@ -25,5 +26,6 @@ __all__ = [
     "UnstorableValueError", "UnorderableKeyError", "ValueNotFoundError", "ConflictError",
     "UndoError", "ReadOnlyError", "DisconnectedError", "StorageError", "DatabaseLockedError",
     "FormatError", "URLError", "BadArgumentError", "AttributeNotFoundError", "OperationError",
-    "UnsafeClassError", "CommitInterrupted", "PackError",
+    "UnsafeClassError", "CommitInterrupted", "PackError", "PastIsReadOnlyError",
+    "HistoryNotKeptError",
 ]

@@ -8,7 +8,13 @@
     zpydb pack URL [--days N]               drop history older than N days (pack.py)
     zpydb watch [URL] [PATH] [--since ID] [--timeout S]   changes as JSON lines (feed.py)
     zpydb web [URL] [--address H:P] [--tokens FILE]   REST + console over HTTP (web/)
+    zpydb log [URL] [PATH] [-n N] [--json]  the last changes (of the database, or of PATH)
+    zpydb show [URL] PATH --at WHEN         the value at PATH as it was at WHEN (JSON)
+    zpydb diff [URL] A [B] [--path PATH]    the changes from A to B (default: now), JSON Patch
     zpydb --version
+
+WHEN is an id from ``zpydb log``, a POSIX timestamp or an ISO date/time
+(``2024-05-01T12:00``, local time); see docs/history.md.
 
 Every command takes the connection options of :func:`zpydb.connect`
 (``--read-url``, ``--wait-timeout``, ``--local-reads``, TLS files).
@@ -37,11 +43,12 @@ import difflib
 import importlib
 import json
 import os
+import re
 import sys
 import tempfile
 from urllib.parse import urlsplit
 
-from . import __version__, export, feed
+from . import __version__, export, feed, timetravel
 from . import storage as _storage
 from .database import connect
 from .errors import Error, URLError
@@ -49,7 +56,8 @@ from .shell import run_shell
 
 #: Modules that add their own subcommands through ``register_commands(subparsers)``.
 COMMAND_MODULES = ("zpydb.server", "zpydb.copy", "zpydb.web")
-COMMANDS = ("shell", "export", "import", "serve", "certs", "copy", "pack", "watch", "web")
+COMMANDS = ("shell", "export", "import", "serve", "certs", "copy", "pack", "watch", "web",
+            "log", "show", "diff")
 NEW_DATABASE_SUFFIX = ".fs"
 
 
@@ -125,9 +133,41 @@ def build_parser():
     _connection_options(follow)
     follow.set_defaults(func=_watch_command)
 
+    _time_travel_commands(subparsers)
     for name in COMMAND_MODULES:
         importlib.import_module(name).register_commands(subparsers)
     return parser
+
+
+def _time_travel_commands(subparsers):
+    log = subparsers.add_parser(
+        "log", help="the last changes of the database, or of one path",
+        description="The last N changes, newest first: of the whole database (id, time, "
+                    "user, kind, note) or of the value at PATH (with the value after each).")
+    log.add_argument("args", nargs="*", metavar="[URL] [PATH]",
+                     help="the database (default: $ZPYDB_URL or ./var/Data.fs) and a path "
+                          "such as \"db['cfg']\"")
+    log.add_argument("-n", type=int, default=10, help="how many changes (default: 10)")
+    log.add_argument("--json", action="store_true", help="a JSON array instead of lines")
+    _connection_options(log)
+    log.set_defaults(func=_log)
+
+    show = subparsers.add_parser("show", help="the value at a path as it was at a time (JSON)")
+    show.add_argument("args", nargs="+", metavar="[URL] PATH")
+    show.add_argument("--at", required=True, metavar="WHEN",
+                      help="an id from `zpydb log`, a POSIX timestamp or an ISO date/time")
+    show.add_argument("--indent", type=int, default=None)
+    _connection_options(show)
+    show.set_defaults(func=_show)
+
+    diff = subparsers.add_parser(
+        "diff", help="the changes between two times, as a JSON Patch (RFC 6902)")
+    diff.add_argument("args", nargs="+", metavar="[URL] A [B]",
+                      help="two times (WHEN, as for show; B defaults to now)")
+    diff.add_argument("--path", default="db", help="a subtree, e.g. \"db['cfg']\" (default: db)")
+    diff.add_argument("--indent", type=int, default=None)
+    _connection_options(diff)
+    diff.set_defaults(func=_diff)
 
 
 def _connection_options(parser):
@@ -303,6 +343,9 @@ def check_arguments(args):
             web.check_arguments(args)
         except web.WebUsageError as exc:
             raise UsageError(str(exc)) from None
+    elif command in ("log", "show", "diff"):
+        _time_travel_arguments(args)
+        check_database(args.url, may_create=False)
     if getattr(args, "read_url", None):
         check_database(args.read_url, may_create=False)
 
@@ -408,6 +451,35 @@ def split_watch_arguments(where):
         raise UsageError(str(exc)) from None
 
 
+# -- log, show, diff (timetravel.py, pathhistory.py) ----------------------------------------
+
+def _when(text):
+    try:
+        return timetravel.parse_when(text)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _is_when(text):
+    try:
+        timetravel.parse_when(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_path(text):
+    """``db`` or ``db[...``: a path (a database named ``db.fs`` is not one)."""
+    return re.fullmatch(r"\s*db(\[.*)?", text, re.S) is not None
+
+
+def _steps(text):
+    try:
+        return export.parse_path(text)
+    except Error as exc:
+        raise UsageError(str(exc)) from None
+
+
 def _watch_command(args):
     url = _storage.normalize_url(args.url)
     embedded = _storage.scheme_of(url) == "file"
@@ -438,6 +510,94 @@ def _change_line(change):
     except ValueError:
         raise Error(f"change {change['id']}: the value holds NaN or infinity, which JSON "
                     f"cannot write") from None
+def _time_travel_arguments(args):
+    """Sort the positional arguments of log/show/diff into url, steps and times.
+
+    A URL is optional in front: ``log`` tells a path by its ``db``, ``diff``
+    its times by their form (an id, a number, an ISO date).
+    """
+    given, command = list(args.args), args.command
+    args.url, args.steps, args.a, args.b = None, (), None, None
+    if command == "log":
+        if len(given) > 2:
+            raise UsageError(f"log takes [URL] [PATH], not {len(given)} arguments")
+        paths = [g for g in given if _is_path(g)]
+        others = [g for g in given if not _is_path(g)]
+        if len(paths) > 1 or len(others) > 1:
+            raise UsageError(f"log takes [URL] [PATH] (a path like db['x']), not "
+                             f"{' '.join(map(repr, given))}")
+        args.steps = _steps(paths[0]) if paths else ()
+        args.url = others[0] if others else None
+        if args.n < 0:
+            raise UsageError(f"-n must be >= 0, not {args.n}")
+    elif command == "show":
+        if len(given) > 2:
+            raise UsageError(f"show takes [URL] PATH --at WHEN, not {len(given)} arguments")
+        args.steps = _steps(given.pop())
+        args.url = given.pop() if given else None
+        args.a = _when(args.at)
+    else:
+        if len(given) > 3:
+            raise UsageError(f"diff takes [URL] A [B], not {len(given)} arguments")
+        if len(given) == 3 or (len(given) == 2 and not all(_is_when(g) for g in given)):
+            args.url = given.pop(0)
+        args.a = _when(given[0])
+        args.b = _when(given[1]) if len(given) > 1 else None
+        args.steps = _steps(args.path)
+
+
+def _open_for_reading(args):
+    """Read-only for an embedded file (no lock: works while a shell has it open)."""
+    url = _storage.normalize_url(args.url)
+    return _connect(args, read_only=_storage.scheme_of(url) == "file")
+
+
+def _log(args):
+    with _open_for_reading(args) as db:
+        path = db
+        for step in args.steps:
+            path = path[step]
+        changes = path.history(args.n)
+    if args.json:
+        print(json.dumps([_json_change(change) for change in changes], indent=1))
+        return 0
+    for change in changes:
+        print(_log_line(change, bool(args.steps)))
+    return 0
+
+
+def _json_change(change):
+    change = dict(change, time=change["time"].isoformat())
+    if "value" in change:
+        change["value"] = export.encode(change["value"])
+    return change
+
+
+def _log_line(change, of_path):
+    head = f"{change['id']}  {change['time']:%Y-%m-%d %H:%M:%S}  {change['user'] or '-'}"
+    if not of_path:
+        return f"{head}  {change['kind']:<5}  {change['note']}"
+    value = "(deleted)" if change["deleted"] else json.dumps(export.encode(change["value"]))
+    if len(value) > 200:
+        value = value[:197] + "..."
+    return f"{head}  {change['note']}  -> {value}"
+
+
+def _show(args):
+    with _open_for_reading(args) as db:
+        with db.at(args.a) as old:
+            export.export_json(old, args.steps, indent=args.indent, progress=False)
+    return 0
+
+
+def _diff(args):
+    with _open_for_reading(args) as db:
+        path = db
+        for step in args.steps:
+            path = path[step]
+        patch = path.diff(args.a, args.b)
+    print(json.dumps(patch, indent=args.indent))
+    return 0
 
 
 def main(argv=None):

@@ -6,6 +6,7 @@ blocks, pyzdb's lock/unlock, and closing.
 """
 
 from . import pack as _pack
+from . import timetravel as _timetravel
 from . import undo as _undo
 from .errors import BadArgumentError
 from .paths import Path
@@ -34,15 +35,19 @@ class Database(Path):
             return "<zpydb.Database>"
 
     # -- undo / redo (undo.py) --------------------------------------------
-    def undo(self, *, user=None):
-        """Undo the newest change still in effect, made by any client.
+    def undo(self, id=None, *, user=None):
+        """Undo the newest change still in effect, made by any client; or, given an
+        ``id`` from :meth:`history` (or an entry), that one earlier change.
 
-        Refused (UndoError, nothing changed) while a ``lock()``, ``transaction()``
-        or ``atomic`` block is open in this thread: end the block first.
-        ``user``: recorded as the undo's user instead of the OS user.
+        ``undo(id)`` works when later changes allow it (they touched other data);
+        otherwise, or when that change is already undone, UndoError and nothing
+        changed.  :meth:`redo` then re-applies it.  Refused (UndoError, nothing
+        changed) while a ``lock()``, ``transaction()`` or ``atomic`` block is
+        open in this thread: end the block first.  ``user``: recorded as the
+        undo's user instead of the OS user.
         """
         _check_user(user)
-        self._executor.database(lambda session: _undo.undo(session, user=user),
+        self._executor.database(lambda session: _undo.undo(session, id, user=user),
                                 _undo.refusal("undo"))
 
     def redo(self, *, user=None):
@@ -52,9 +57,23 @@ class Database(Path):
                                 _undo.refusal("redo"))
 
     def history(self, n=10):
-        """The last ``n`` changes (``n >= 0``), newest first: dicts of time, user, note, kind."""
+        """The last ``n`` changes (``n >= 0``), newest first: dicts of id, time, user,
+        note, kind.  ``id`` is the transaction id (hex) that ``undo(id)``, ``at(id)``
+        and ``diff(id)`` take."""
         return self._executor.database(lambda session: _undo.history(session, n),
                                        _undo.refusal("history"))
+
+    # -- time travel (timetravel.py) ------------------------------------------
+    def at(self, when):
+        """The database as it was at ``when``: a read-only root (see docs/history.md).
+
+        ``when``: a ``datetime`` (naive: local time), a POSIX timestamp, an ``id``
+        from :meth:`history` or a history entry.  Reads work as on ``db``; every
+        write raises ReadOnlyError (PastIsReadOnlyError); ``with db.at(t) as old:``
+        releases it.  HistoryNotKeptError when the state is not kept (before the
+        first transaction, or packed away).
+        """
+        return _timetravel.at(self._session, when)
 
     def pack(self, days=0):
         """Pack the storage: drop revisions older than ``days`` days (0: all history).
@@ -64,7 +83,10 @@ class Database(Path):
         in-memory database or inside an open block; see zpydb/pack.py.
         """
         _pack.check_days(days)  # a bad argument first, as before
-        self._executor.database(lambda session: _pack.pack(session, days), _pack.refusal)
+        try:
+            self._executor.database(lambda session: _pack.pack(session, days), _pack.refusal)
+        finally:
+            _timetravel.forget_kept(self._session)  # what db.at() can reach has changed
 
     def save(self):
         """Does nothing, on purpose: kept so pyzdb scripts run unchanged.

@@ -23,6 +23,9 @@ The tree::
     ├── ConflictError             another client changed the same data (retry)
     ├── UndoError                 nothing to undo/redo, undo blocked, or inside a block
     ├── ReadOnlyError             writing through a read-only server/storage
+    │   └── PastIsReadOnlyError   (PathError) a write through db.at(when): the past is read-only
+    ├── HistoryNotKeptError       db.at(when)/diff: a state the database does not keep (packed,
+    │                             or before its first transaction); says what is kept
     ├── DisconnectedError         the server is not reachable (lost, or not within wait_timeout)
     ├── StorageError              the storage could not write (disk full...)
     ├── UnsafeClassError          a record names a class zpydb never stores (not loaded)
@@ -127,6 +130,26 @@ class UndoError(Error):
 
 class ReadOnlyError(Error):
     """A write sent to a read-only server or storage."""
+
+
+class PastIsReadOnlyError(PathError, ReadOnlyError):
+    """A write (``=``, ``del``, ``append``, ``+=``, ``undo``, ``pack``, a block...)
+    through ``db.at(when)``: a view of the past never changes.  ``path`` names
+    the place written to; nothing was written anywhere."""
+
+
+class HistoryNotKeptError(Error):
+    """``db.at(when)`` (or ``diff``) of a state the database does not keep.
+
+    Before the database's first transaction, or before what a pack kept.
+    ``when`` is what was asked for (as given), ``oldest`` the time (a local
+    ``datetime``) of the oldest state that is kept, ``oldest_id`` its
+    transaction id (hex), both None when not even that could be read.
+    """
+
+    def __init__(self, message, when=None, oldest=None, oldest_id=None):
+        self.when, self.oldest, self.oldest_id = when, oldest, oldest_id
+        super().__init__(message)
 
 
 class DisconnectedError(Error):

@@ -288,6 +288,11 @@ def _snapshot(db):
     ZODB's MVCC gives a transaction the state as of its start, so the whole walk
     reads one snapshot; the transaction is aborted (never committed) at the end.
     """
+    past = getattr(db._executor, "snapshot", None)
+    if past is not None:  # db.at(when): the past state (timetravel.Past), on a connection of its own
+        with past() as pair:
+            yield pair
+        return
     session = db._session
     tm, conn = session.open_private()
     storage = conn.db().storage

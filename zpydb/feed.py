@@ -63,6 +63,7 @@ from ZODB's set.
 
 import collections
 import datetime
+import math
 import threading
 import time
 import weakref
@@ -85,6 +86,9 @@ from .translate import DISCONNECTS, describe_failure
 #: Exact per-transaction notices kept for a watcher that is not reading them;
 #: past this the watcher forgets them and reads the log instead (bounded memory).
 MAX_NOTICES = 10_000
+#: The same bound on the oids those notices (and a span's union) hold: a notice
+#: is as big as its transaction, and one bulk write can change 100,000 records.
+MAX_NOTICE_OIDS = 200_000
 #: Changes a watcher makes ready before handing them out (see Watch._judge).
 MAX_QUEUED = 100
 #: How long a watcher keeps retrying a storage that answers with an error that
@@ -116,16 +120,16 @@ def parse_id(text, expr="db"):
     """A change id (16 hex digits, ``tid.hex()``) -> the 8-byte tid; BadArgumentError else."""
     if isinstance(text, bytes) and len(text) == 8:
         return text
-    if isinstance(text, str) and len(text) == 16:
-        try:
+    if isinstance(text, str) and len(text) == 16 and text.isascii() and text.isalnum():
+        try:  # isalnum: bytes.fromhex skips spaces, and "01..ef  " is no 8-byte tid
             tid = bytes.fromhex(text)
         except ValueError:
             tid = None
         if tid is not None and tid != z64:
             return tid
     raise errors.BadArgumentError(
-        expr, f"since must be a change id: the 16 hex digits of a change's 'id' (or of "
-              f"db.history()), not {nodes.short_repr(text, 60)}")
+        expr, f"since must be a change id: the 16 hex digits of a change's 'id', not "
+              f"{nodes.short_repr(text, 60)}")
 
 
 def _check_timeout(timeout, expr):
@@ -171,6 +175,7 @@ class Watch:
         self._memo = _memo_of(self._db)
         self._events = collections.deque()
         self._closed = False
+        self._start_point = None
         self._failures = _Failures()
         self._source = self._make_source()
         self._finalizer = weakref.finalize(self, self._source.close)
@@ -205,6 +210,7 @@ class Watch:
         return self
 
     def __next__(self):
+        self._start_point = None  # the starting value is not kept past the first change
         deadline = None if self._timeout is None else time.monotonic() + self._timeout
         try:
             while not self._events:
@@ -224,6 +230,17 @@ class Watch:
             self.close()  # the database was closed, or history is gone: nothing to go on with
             raise
         return self._events.popleft()
+
+    def starting_point(self):
+        """``(id, value)``: the id the watch starts after and the path's value there (a
+        plain copy, None where nothing is), read at that same snapshot; only before the
+        first ``next()``.  Showing this value and then applying every change loses
+        nothing in between (``zpydb web``'s streams send it as their first event)."""
+        if self._start_point is None:
+            raise errors.Error(f"{self._expr}: starting_point() is only known before the "
+                               f"first change is taken")
+        tid, value = self._start_point
+        return tid.hex(), (None if value is _ABSENT else _copy(value))
 
     def close(self):
         """Stop watching: later ``next()`` calls end the iteration at once."""
@@ -254,6 +271,7 @@ class Watch:
                     self._source.catch_up()  # read the log from there at the first next()
                 self._tid = since
                 self._value, self._deps = self._read_at(since)
+                self._start_point = (since, self._value)
         except _Retry as retry:
             raise errors.DisconnectedError(
                 f"{self._session.name}: cannot start watching {self._expr}: "
@@ -577,7 +595,8 @@ def _copy(value, depth=0):
 
 
 def _same(a, b):
-    """Equal values of equal types, all the way down (1, 1.0 and True differ; NaN is NaN).
+    """Equal values of equal types, all the way down (1, 1.0 and True differ, so do
+    0.0 and -0.0; NaN is NaN).
 
     Plain copies of stored dicts list their keys in sorted order, so equal
     dicts list them alike.  Not recursive: old data may nest deeper than
@@ -600,8 +619,9 @@ def _same(a, b):
             if len(a) != len(b):
                 return False
             stack.extend(zip(a, b))
-        elif isinstance(a, float):
-            if not (a == b or (a != a and b != b)):
+        elif isinstance(a, float):  # -0.0 == 0.0, yet they differ (repr, JSON, 1 / x)
+            if not ((a == b and math.copysign(1.0, a) == math.copysign(1.0, b))
+                    or (a != a and b != b)):
                 return False
         else:
             try:
@@ -610,6 +630,12 @@ def _same(a, b):
             except Exception:
                 return False
     return True
+
+
+def same_value(a, b):
+    """Whether two plain values are the same as the feed judges it (``1``, ``1.0`` and
+    ``True`` differ; NaN is itself): zpydb web's streams diff changes with it."""
+    return _same(a, b)
 
 
 def _text(value):
@@ -741,20 +767,26 @@ class _Inbox:
     to ``tid`` changed only ``oids`` (None: unknown, read the log).  Feeders call
     :meth:`_notice`, :meth:`_notice_span` and :meth:`_notice_unknown` from any
     thread; ``_barrier()`` is the newest tid whose transaction may be read now.
+    Past MAX_NOTICES notices or MAX_NOTICE_OIDS oids held, what is held becomes a
+    span of unknown oids (read from the log when judged): memory stays bounded
+    however big and many the transactions nobody reads yet.
     """
 
     def __init__(self):
         self._cond = threading.Condition()
         self._exact = []
+        self._held = 0  # oids in _exact and _span: at most MAX_NOTICE_OIDS
         self._span = None
         self._closed = False
 
     # told by a feeder (any thread) ---------------------------------------------------
     def _notice(self, tid, oids):
+        oids = frozenset(oids)
         with self._cond:
-            if len(self._exact) < MAX_NOTICES:
-                self._exact.append((tid, frozenset(oids)))
-            else:  # too many unread: read the log instead (bounded memory)
+            if len(self._exact) < MAX_NOTICES and self._held + len(oids) <= MAX_NOTICE_OIDS:
+                self._exact.append((tid, oids))
+                self._held += len(oids)
+            else:  # too much unread: read the log instead (bounded memory)
                 self._merge_span(tid, None)
             self._cond.notify_all()
 
@@ -780,6 +812,13 @@ class _Inbox:
             union = frozenset(oids).union(*(o for _, o in covered),
                                           *([self._span[1]] if self._span else []))
         self._span = (newest, union)
+        self._recount()
+        if self._held > MAX_NOTICE_OIDS:  # too many to keep: read the log instead
+            self._merge_span(newest, None)
+
+    def _recount(self):
+        self._held = sum(len(oids) for _, oids in self._exact) + len(
+            self._span[1] if self._span is not None and self._span[1] is not None else ())
 
     # used by the watcher ----------------------------------------------------------------
     def catch_up(self):
@@ -829,6 +868,7 @@ class _Inbox:
                 self._span = None
         ready = [item for item in self._exact if item[0] <= last]
         self._exact = [item for item in self._exact if item[0] > last]
+        self._recount()
         if span is None and not ready:
             return None
         ready.sort(key=lambda item: item[0])

@@ -29,7 +29,8 @@ change, so no hash can match ``==``), and ``isinstance``, ``is``, ``json``,
 ``copy`` and ``pickle`` see the reference: use ``p.value()`` there.
 
 A Path runs its operations through an *executor* (transactions.py's
-``Autocommit`` and ``Block``): ``read(op)`` and ``write(op, note)``, where
+``Autocommit`` and ``Block``): ``read(op)`` and ``write(op, note, wrote)``
+(``wrote``: the path it writes to, written.py), where
 ``op(root, reads)`` is an ops.py call and ``reads`` the executor's read
 tracker, so the same proxy code serves both; ``note()`` makes the statement's
 text for the transaction note (only when it is kept: a long block keeps the
@@ -205,6 +206,28 @@ class Path:
             return []
         return [k for k in value if isinstance(k, (str, int))]
 
+    # -- the past (pathhistory.py, timetravel.py) ---------------------------
+    def history(self, n=10):
+        """The last ``n`` changes of the value here, newest first.
+
+        Dicts of ``id``, ``time``, ``user``, ``note``, ``value`` (a plain copy of
+        the value after the change) and ``deleted`` (the path did not exist
+        after it).  Costs grow with ``n`` and the changes of the records on
+        this path, not with the database's history (pathhistory.py).  At the
+        root (``db``, a block's ``t``) it is the log, as ``db.history(n)``.
+        """
+        if not self._steps:
+            from .undo import history
+            return history(self._executor.session, n)
+        from .pathhistory import path_history
+        return path_history(self._executor, self._steps, n)
+
+    def diff(self, a, b=None):
+        """The JSON Patch (RFC 6902) from the value here as at ``a`` to it as at ``b``
+        (default: now), pointers relative to this path; see ``db.at`` for ``when``."""
+        from .timetravel import diff
+        return diff(self._executor, self._steps, a, b)
+
     # -- writing ----------------------------------------------------------
     def __setitem__(self, key, value):
         if type(key) is not str and type(key) is not int:
@@ -217,12 +240,12 @@ class Path:
         value = _own_or_plain(value, self._executor)
         self._executor.write(
             lambda root, reads: ops.set_item(root, steps, _resolve(value, root), reads), note,
-            blind=not isinstance(value, Path))
+            steps, blind=not isinstance(value, Path))
 
     def __delitem__(self, key):
         steps = self._steps + (_key(key),)
         self._executor.write(lambda root, reads: ops.del_item(root, steps, reads),
-                             lambda: f"del {ops.format_path(steps)}")
+                             lambda: f"del {ops.format_path(steps)}", steps)
 
     def _writer(self, name, *args, **kwargs):
         shown = args
@@ -236,7 +259,8 @@ class Path:
         return self._executor.write(
             lambda root, reads: ops.call_writer(
                 root, self._steps, name, [_resolve(a, root) for a in args], kwargs, reads),
-            note, blind=name in BLIND_WRITERS and not any(isinstance(a, Path) for a in args))
+            note, self._steps,
+            blind=name in BLIND_WRITERS and not any(isinstance(a, Path) for a in args))
 
     def append(self, value):
         return self._writer("append", value)
@@ -287,7 +311,7 @@ class Path:
         def apply(root, reads):  # a path of this database is read inside the transaction
             return ops.augment(root, steps, symbol, func, _resolve(other, root), reads)
 
-        self._executor.write(apply, note, blind=not isinstance(other, Path))
+        self._executor.write(apply, note, steps, blind=not isinstance(other, Path))
         return _Applied(self._executor, steps)
 
     def __iadd__(self, other):

@@ -559,8 +559,10 @@ class Service:
     def _read(self, op):
         return self.db._executor.read(op)
 
-    def get(self, location, shallow_mode=None, want_etag=False):
-        """``(JSON-ready document, ETag or None)`` for a GET."""
+    def get(self, location, shallow_mode=None, want_etag=False, when=None):
+        """``(JSON-ready document, ETag or None)`` for a GET; ``when`` (``?at=``, what
+        ``db.at`` takes) reads the state as it was then, on a snapshot released at once
+        (a historical connection is cheap, and a request must not pin one)."""
         if shallow_mode is not None and shallow_mode not in SHALLOW_MODES:
             raise RequestError(location.url, f"shallow must be one of {', '.join(SHALLOW_MODES)}"
                                              f", not {shallow_mode[:40]!r}")
@@ -570,7 +572,11 @@ class Service:
             listing = shallow(root, location, shallow_mode, reads) if shallow_mode else None
             return value, listing
 
-        value, listing = self._read(op)
+        if when is None:
+            value, listing = self._read(op)
+        else:
+            with self.db.at(when) as past:
+                value, listing = past._executor.read(op)
         document = listing if shallow_mode else to_json(value, self.context)
         return document, (etag(value) if want_etag else None)
 
@@ -599,6 +605,11 @@ class Service:
         self.db.atomic(lambda t: t._executor.write(op, lambda: note), note=note, user=user)
         answer = {"name": result["name"]} if method == "POST" else document
         return answer, result.get("etag")
+
+    def steps(self, location):
+        """The typed steps ``location`` names now (a list's items by int): what a stream
+        of it watches."""
+        return self._read(lambda root, reads: walk(root, location, reads).steps)
 
     def current_etag(self, location):
         return etag(self._read(lambda root, reads: read(root, location, reads)))

@@ -4,8 +4,9 @@ A :class:`~zpydb.paths.Path` hands each operation to an *executor*.  Both
 executors have one protocol:
 
 * ``read(op)``: ``op(root, reads)`` in a transaction that writes nothing;
-* ``write(op, note)``: ``op(root, reads)`` as (part of) a transaction whose
-  note is ``note`` (:func:`describe_transaction` writes the metadata);
+* ``write(op, note, wrote)``: ``op(root, reads)`` as (part of) a transaction
+  whose note is ``note`` (:func:`describe_transaction` writes the metadata,
+  with ``wrote``, the path the statement writes to: written.py);
 * ``iterate(op)``: the items of ``op(root, reads, position, size)``'s batches
   (:func:`ops.read_batch`), every batch read from one snapshot;
 
@@ -47,7 +48,7 @@ from contextlib import nullcontext
 import ZODB.POSException as POS
 from ZODB.utils import z64
 
-from . import errors, interrupts, ops, outcome
+from . import errors, interrupts, ops, outcome, written
 from .session import DATA_KEY, Recovery, RetryBudget, _Result, data_root, snapshot_before
 from .translate import COMMIT_FAILURES, DISCONNECTS, TRANSLATED, translate, translate_errors
 
@@ -69,17 +70,22 @@ def os_user():
 
 
 
-def describe_transaction(txn, note, kind="write", user=None, **extension):
+def describe_transaction(txn, note, kind="write", user=None, wrote=None, **extension):
     """Note, user and the ``zpydb`` extension that undo.py reads back.
 
     ``user``: who made the change (``zpydb web`` passes the token's name);
-    None records the OS user of this process.
+    None records the OS user of this process.  ``wrote``: the paths the
+    transaction's statements wrote to, recorded for path histories
+    (written.py); None records nothing (may have changed anything).
     """
     if len(note) > NOTE_LIMIT:
         note = note[:NOTE_LIMIT - 3] + "..."
     txn.note(note)
     txn.setUser(os_user() if user is None else user)
     txn.setExtendedInfo(DATA_KEY, kind)
+    paths = None if wrote is None else written.encode(wrote)
+    if paths is not None:
+        txn.setExtendedInfo(written.KEY, paths)
     for key, value in extension.items():
         txn.setExtendedInfo(key, value)
 
@@ -101,13 +107,15 @@ class Autocommit:
             return block.read(op)
         return self.session.read(op, ops.UNTRACKED)
 
-    def write(self, op, note, blind=False):
-        """``blind``: the statement is a blind write (Session.write, "Writes without the ping")."""
+    def write(self, op, note, wrote=(), blind=False):
+        """``wrote``: the path (steps) the statement writes to (written.py); ``blind``:
+        the statement is a blind write (Session.write, "Writes without the ping")."""
         block = getattr(self._locks, "block", None)  # lock_block, inline
         if block is not None:
-            return block.write(op, note)
+            return block.write(op, note, wrote)
         text = note()
-        return self.session.write(op, lambda txn: describe_transaction(txn, text), blind)
+        return self.session.write(
+            op, lambda txn: describe_transaction(txn, text, wrote=[wrote]), blind)
 
     def iterate(self, op):
         """An iterator over ``op``'s batches, all read from ONE snapshot.
@@ -232,6 +240,7 @@ class Block:
         self.note, self.user = note, user
         self.notes = []
         self._note_room = NOTE_LIMIT + 1
+        self.wrote = []  # the path of each statement (written.py)
         self.done = False
         self.read_set = {}  # oid -> serial when the block first read it
         self._reads = _BlockReads(self)
@@ -286,7 +295,7 @@ class Block:
         return _batches(items, position, lambda position: self.read(
             lambda root, reads: op(root, reads, position, ops.BATCH_SIZE)))
 
-    def write(self, op, note, blind=False):
+    def write(self, op, note, wrote=(), blind=False):
         """One statement of the block: a Ctrl-C during it lands after it (the
         block is then aborted as a whole by whoever catches the interrupt).
         ``blind`` changes nothing here: a block's transaction begins up to date."""
@@ -307,6 +316,7 @@ class Block:
             text = note()
             self.notes.append(text)
             self._note_room -= len(text) + 2
+        self.wrote.append(wrote)
         self._writes += 1
         return result
 
@@ -342,6 +352,7 @@ class Block:
         """Forget the notes and read set of a previous attempt (atomic retries)."""
         self.notes = []
         self._note_room = NOTE_LIMIT + 1
+        self.wrote = []
         self.read_set = {}
 
     def describe(self):
@@ -349,7 +360,7 @@ class Block:
         outcome.mark(txn, self.txid)
         if self.notes or self.note is not None:
             note = "; ".join(self.notes) if self.note is None else self.note
-            describe_transaction(txn, note, user=self.user)
+            describe_transaction(txn, note, user=self.user, wrote=self.wrote)
 
     def close(self):
         self.done = True

@@ -50,6 +50,10 @@ def register_commands(subparsers):
                         help=f"largest request body (default {DEFAULT_MAX_BODY}); larger: 413")
     parser.add_argument("--threads", type=int, default=DEFAULT_THREADS, metavar="N",
                         help=f"worker threads for database calls (default {DEFAULT_THREADS})")
+    parser.add_argument("--keep-alive", type=float, default=30.0, metavar="SECONDS",
+                        help="seconds between keep-alive events on an idle stream (default 30)")
+    parser.add_argument("--max-streams", type=int, default=1000, metavar="N",
+                        help="open event streams at most (one thread each; default 1000)")
     parser.add_argument("--log-requests", action="store_true",
                         help="log one line per request on stderr (auth= values hidden)")
     group = parser.add_argument_group("connection to the database")
@@ -99,6 +103,10 @@ def check_arguments(args):
             check_input_file(getattr(args, name), "--" + name.replace("_", "-") + " file")
     if args.max_body < 1:
         raise WebUsageError(f"--max-body must be at least 1 byte, not {args.max_body}")
+    if not 0.05 <= args.keep_alive <= 3600:
+        raise WebUsageError(f"--keep-alive must be 0.05..3600 seconds, not {args.keep_alive}")
+    if not 0 <= args.max_streams <= 100_000:
+        raise WebUsageError(f"--max-streams must be 0..100000, not {args.max_streams}")
     if not 1 <= args.threads <= 256:
         raise WebUsageError(f"--threads must be 1..256, not {args.threads}")
     try:
@@ -132,14 +140,15 @@ def serve(args):
         logging.getLogger("zpydb.web").setLevel(logging.INFO)
     with connect(args.url, read_url=args.read_url, **options) as db:
         config = Config(tokens=tokens, max_body=args.max_body, threads=args.threads,
-                        loopback_only=tokens is None)
+                        loopback_only=tokens is None, keepalive=args.keep_alive,
+                        max_streams=args.max_streams)
         app = make_app(db, config)
         scheme = "https" if args.tls_cert else "http"
         shown = f"[{host}]" if ":" in host else host
         print(f"zpydb web: serving {db._session.name} on {scheme}://{shown}:{port}/ "
               f"({'tokens from ' + args.tokens if tokens else 'no tokens: loopback only'})",
               file=sys.stderr, flush=True)
-        server = uvicorn.Server(uvicorn.Config(
+        server = _make_server(app.state.streams, uvicorn.Config(
             app, host=host, port=port, log_level="warning", access_log=False,
             ssl_certfile=args.tls_cert, ssl_keyfile=args.tls_key, lifespan="off",
             server_header=False, timeout_graceful_shutdown=10,
@@ -149,6 +158,28 @@ def serve(args):
         signal.signal(signal.SIGTERM, _exit_on_sigterm)
         server.run()
     return 0
+
+
+def _server_class():
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn's server, ending the event streams first when it shuts down (it would
+        otherwise wait ``timeout_graceful_shutdown`` for them, then cut them off)."""
+
+        def __init__(self, streams, config):
+            super().__init__(config)
+            self.streams = streams
+
+        async def shutdown(self, sockets=None):
+            self.streams.close_all()
+            await super().shutdown(sockets)
+
+    return Server
+
+
+def _make_server(streams, config):
+    return _server_class()(streams, config)
 
 
 def _exit_on_sigterm(signum, frame):

@@ -4,18 +4,22 @@ Handlers are ``async``; every call into ZODB runs in a worker thread
 (``anyio.to_thread.run_sync`` with one ``CapacityLimiter``, so at most
 ``threads`` ZODB connections work at once), and the event loop only parses,
 checks and answers.  The app keeps no state of its own: the data, the undo
-log and the history are the database's.  A streaming endpoint (Server-Sent
-Events) fits beside these as one more async route.
+log and the history are the database's.  ``GET /path.json`` with ``Accept:
+text/event-stream`` is a stream of Server-Sent Events (zpydb/web/stream.py):
+one thread per stream iterates its change feed, apart from the ``threads``
+that serve requests.
 
 Routes::
 
-    GET|HEAD|PUT|PATCH|POST|DELETE  /<path>.json   REST (zpydb/rest.py)
+    GET|HEAD|PUT|PATCH|POST|DELETE  /<path>.json   REST (zpydb/rest.py);
+                                    GET ?at=WHEN reads the past (db.at)
     POST /.undo, POST /.redo, GET /.history.json    undo, redo, history
     GET /, GET /.console/<file>                     the console (no data in it)
 
 Every error is JSON ``{"error": "..."}`` with its status (400 bad request,
-401/403 access, 405 method, 409 conflict/undo, 412 if-match, 413 body too
-large, 503 storage unreachable, 500 anything else, logged; 431 for a request
+401/403 access, 405 method, 409 conflict/undo, 410 ``?at=`` a state the
+storage does not keep (packed away, or before the first change), 412 if-match,
+413 body too large, 503 storage unreachable, 500 anything else, logged; 431 for a request
 head over 64 KiB comes from protocol.py, before the app).
 """
 
@@ -32,7 +36,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from .. import access, errors, rest
+from .. import access, errors, rest, timetravel
+from . import stream
 
 log = logging.getLogger("zpydb.web")
 
@@ -60,6 +65,7 @@ STATUS = [  # the first class that matches decides
     (errors.ReadOnlyError, 403),
     (errors.ConflictError, 409),
     (errors.UndoError, 409),
+    (errors.HistoryNotKeptError, 410),  # ?at= a state packed away or before the first change
     (errors.DisconnectedError, 503),
     (errors.StorageError, 503),
     (errors.DatabaseLockedError, 503),
@@ -72,8 +78,11 @@ class Config:
     """What the app needs besides the database (all checked by the command first)."""
 
     def __init__(self, tokens=None, max_body=rest.DEFAULT_INLINE_LIMIT, threads=8,
-                 loopback_only=True):
+                 loopback_only=True, keepalive=stream.DEFAULT_KEEPALIVE,
+                 max_streams=stream.DEFAULT_MAX_STREAMS):
         self.tokens = tokens
+        self.keepalive = keepalive
+        self.max_streams = max_streams
         self.max_body = max_body
         self.threads = threads
         self.loopback_only = loopback_only
@@ -90,7 +99,8 @@ def make_app(db, config):
     async def work(func, *args, **kwargs):
         return await anyio.to_thread.run_sync(lambda: func(*args, **kwargs), limiter=limiter)
 
-    handlers = _Handlers(service, config, work)
+    streams = stream.Streams(config.max_streams)
+    handlers = _Handlers(service, config, work, streams)
     routes = [
         Route("/", handlers.console_page, methods=["GET"]),
         Route("/.console/{name}", handlers.console_file, methods=["GET"]),
@@ -102,12 +112,14 @@ def make_app(db, config):
     app = Starlette(routes=routes, exception_handlers={
         HTTPException: _http_error, errors.Error: _zpydb_error, Exception: _crash})
     app.add_middleware(_Guard, config=config)
+    app.state.streams = streams  # the command ends them when the server shuts down
     return app
 
 
 class _Handlers:
-    def __init__(self, service, config, work):
+    def __init__(self, service, config, work, streams):
         self.service, self.config, self.work = service, config, work
+        self.streams = streams
 
     def identify(self, request):
         """The request's Token, or None when the server has no tokens file."""
@@ -132,11 +144,17 @@ class _Handlers:
         location = rest.parse_location(request.scope.get("raw_path") or
                                        request.url.path.encode("utf-8"))
         token = self.identify(request)
-        options = _Options(request, location, known=("shallow",))
+        options = _Options(request, location, known=("shallow", "at"))
+        if request.method == "GET" and _wants_events(request):
+            access.require_read(token, location)
+            if options.at is not None:
+                raise errors.RequestError(location.url, "at is for JSON reads of the past; "
+                                                        "a stream follows the present")
+            return await self.stream(request, location)
         if request.method in ("GET", "HEAD"):
             access.require_read(token, location)
             document, tag = await self.work(self.service.get, location, options.shallow,
-                                            options.want_etag)
+                                            options.want_etag, options.at)
             return _json(document, options, tag, head=request.method == "HEAD")
         if request.method != "PATCH":
             access.require_write(token, location)  # before reading any body
@@ -157,6 +175,18 @@ class _Handlers:
         except errors.PreconditionFailedError as exc:
             return _json(exc.current, options, exc.etag, status=412)
         return _json(answer, options, tag)
+
+    async def stream(self, request, location):
+        """Server-Sent Events of ``location`` (stream.py); ``Last-Event-ID`` resumes."""
+        options = _Options(request, location)
+        if options.print is not None:
+            raise errors.RequestError(location.url, "print is for JSON answers, not streams")
+        steps = await self.work(self.service.steps, location)
+        since = request.headers.get("last-event-id", "").strip() or None
+        feed = stream.Stream(self.service, location, steps, since, self.config.keepalive)
+        self.streams.add(feed, location.url)
+        feed.start()
+        return stream.EventStreamResponse(feed, self.streams)
 
     async def undo(self, request):
         return await self._undo_redo(request, self.service.undo, "undone")
@@ -195,6 +225,12 @@ class _Handlers:
         return Response(content, media_type=CONSOLE_FILES[name],
                         headers={"Content-Security-Policy": CONSOLE_POLICY,
                                  "Cache-Control": "no-cache"})
+
+
+def _wants_events(request):
+    accept = request.headers.get("accept", "")
+    return any(part.split(";")[0].strip().lower() == "text/event-stream"
+               for part in accept.split(","))
 
 
 def _allowed_elsewhere(path):
@@ -239,7 +275,23 @@ class _Options:
         self.shallow = params.get("shallow")
         if self.shallow is not None and (location is None or request.method not in ("GET", "HEAD")):
             raise errors.RequestError(request.url.path, "shallow is for GET only")
+        self.at = _when(request, params.get("at"))
         self.want_etag = request.headers.get("x-firebase-etag", "").lower() == "true"
+
+
+def _when(request, text):
+    """``?at=``: what ``db.at`` takes (an id, an ISO date/time, a POSIX timestamp), GET only."""
+    if text is None:
+        return None
+    if request.method not in ("GET", "HEAD"):
+        raise errors.RequestError(request.url.path, "at is for GET only: the past is read-only")
+    try:
+        return timetravel.parse_when(text)
+    except ValueError:
+        raise errors.RequestError(
+            request.url.path, f"at must be an id from /.history.json (16 hex digits), an ISO "
+                              f"date/time such as 2024-05-01T12:00:00 (naive: the server's "
+                              f"local time) or a POSIX timestamp, not {text[:40]!r}") from None
 
 
 async def _body(request, limit, location):

@@ -1,4 +1,5 @@
-// The zpydb console: browse the tree, edit it, undo/redo, history.
+// The zpydb console: browse the tree, edit it, undo/redo, history, the tree as it was at
+// a change (?at=ID, read-only), and live updates (an EventSource on the shown path).
 // It only calls the REST API of the server that served it (same origin), reads one level
 // at a time (?shallow=values), and puts every key and value on the page as text
 // (textContent, never HTML): data is never markup. No library, no build step.
@@ -11,6 +12,11 @@
     start: "/",
     expanded: new Set(["/"]),
     pending: 0,
+    at: null,          // the history entry being viewed (read-only), or null: now
+    source: null,      // the EventSource of the live updates
+    refreshing: null,  // the refresh in progress (a promise), and whether another is due
+    again: false,
+    stale: false,      // a change arrived during an edit: refresh when it ends
   };
 
   // ---- locations --------------------------------------------------------------------------
@@ -23,6 +29,12 @@
   }
   function childPath(path, segment) { return (path === "/" ? "" : path) + "/" + segment; }
   function jsonUrl(path, query) { return (path === "/" ? "/" : path) + ".json" + (query ? "?" + query : ""); }
+  function readQuery(query) {
+    // A read of what is shown: the past while a history entry is being viewed.
+    if (!state.at) return query;
+    const at = "at=" + encodeURIComponent(state.at.id);
+    return query ? query + "&" + at : at;
+  }
   function decodedPath(path) {
     try { return decodeURIComponent(path); } catch (e) { return path; }
   }
@@ -141,10 +153,16 @@
       value = el("span", "value readonly", "file " + meta.name + " (" + meta.size + " bytes, " + meta.content_type + ")");
     } else {
       value = el("span", valueClass(info.value), JSON.stringify(info.value));
-      value.title = "click to edit (JSON)";
-      value.addEventListener("click", () => editInline(li, value, info.value));
+      if (!state.at) {
+        value.title = "click to edit (JSON)";
+        value.addEventListener("click", () => editInline(li, value, info.value));
+      }
     }
     row.appendChild(value);
+    if (state.at) { // the past is read-only: no edit actions at all
+      li.appendChild(row);
+      return li;
+    }
     const actions = el("span", "actions");
     if (info.kind === "dict" || info.kind === "list") {
       actions.appendChild(button("+", "add", info.kind === "list" ? "append an item" : "add a key",
@@ -164,7 +182,7 @@
   async function fill(li) {
     // Read one level below li's path and draw it (and the levels the user had open).
     const path = li.dataset.path;
-    const listing = await call("GET", jsonUrl(path, "shallow=values"));
+    const listing = await call("GET", jsonUrl(path, readQuery("shallow=values")));
     let list = li.querySelector(":scope > ul");
     if (!list) {
       list = el("ul");
@@ -200,11 +218,29 @@
     await attempt(() => fill(li));
   }
 
-  async function refresh() {
+  function refresh() {
+    // One refresh at a time; asked for during one, it runs once more after it (live
+    // updates may arrive faster than a tree is read).
+    if (state.refreshing) {
+      state.again = true;
+      return state.refreshing;
+    }
+    state.refreshing = (async () => {
+      do {
+        state.again = false;
+        state.stale = false;
+        await drawTree();
+        await loadHistory();
+      } while (state.again);
+    })().finally(() => { state.refreshing = null; });
+    return state.refreshing;
+  }
+
+  async function drawTree() {
     const tree = $("tree");
     const start = state.start;
     await attempt(async () => {
-      const doc = await call("GET", jsonUrl(start, "shallow=values"));
+      const doc = await call("GET", jsonUrl(start, readQuery("shallow=values")));
       const info = doc === null ? { kind: "scalar", value: null } : describe(doc);
       const label = { label: start === "/" ? "db" : decodedPath(start), typed: false };
       const root = nodeItem(start, label, info, null);
@@ -214,7 +250,7 @@
         await fill(root);
       }
     });
-    await loadHistory();
+    tree.dataset.shown = state.at ? state.at.id : "now";
   }
 
   // ---- editing ---------------------------------------------------------------------------------
@@ -227,7 +263,7 @@
     input.focus();
     input.select();
     let done = false;
-    const cancel = () => { if (!done) { done = true; input.replaceWith(span); } };
+    const cancel = () => { if (!done) { done = true; input.replaceWith(span); editEnded(); } };
     input.addEventListener("keydown", async (event) => {
       if (event.key === "Escape") { cancel(); return; }
       if (event.key !== "Enter") return;
@@ -266,6 +302,7 @@
     (withKey ? $("editor-key") : $("editor-text")).focus();
   }
   async function openJsonEditor(path) {
+    if (state.at) return;
     const value = await attempt(() => call("GET", jsonUrl(path)));
     if (value === undefined) return;
     openEditor("Edit " + decodedPath(path) + " as JSON", JSON.stringify(value, null, 2), false,
@@ -293,6 +330,7 @@
     if (save) await save($("editor-key").value, text);
   });
   $("editor-cancel").addEventListener("click", () => $("editor").close());
+  $("editor").addEventListener("close", () => editEnded());
 
   // ---- undo, redo, history ---------------------------------------------------------------------
   async function undoRedo(which) {
@@ -308,12 +346,75 @@
       const entries = await call("GET", "/.history.json?n=50");
       list.replaceChildren();
       for (const entry of entries) {
-        const item = el("li", "kind-" + entry.kind);
+        const item = el("li", "entry kind-" + entry.kind);
+        item.dataset.id = entry.id;
+        item.tabIndex = 0;
+        item.title = "show the tree as it was after this change (read-only)";
+        if (state.at && state.at.id === entry.id) {
+          item.classList.add("selected");
+          item.setAttribute("aria-current", "true");
+        }
         item.appendChild(el("div", "note", entry.note));
         item.appendChild(el("div", "meta", entry.time.replace("T", " ") + " · " + (entry.user || "?") + " · " + entry.kind));
+        item.addEventListener("click", () => viewAt(entry));
+        item.addEventListener("keydown", (event) => { if (event.key === "Enter") viewAt(entry); });
         list.appendChild(item);
       }
       if (!entries.length) list.appendChild(el("li", "empty", "(no changes yet)"));
+    });
+  }
+
+  // ---- the past ---------------------------------------------------------------------------------
+  function viewAt(entry) {
+    // Show the tree as it was right after ``entry`` (GET ?at=ID); editing is off meanwhile.
+    state.at = entry ? { id: entry.id, time: entry.time } : null;
+    document.body.dataset.viewing = state.at ? state.at.id : "now";
+    $("past").hidden = !state.at;
+    $("past-id").textContent = state.at ? state.at.id : "";
+    $("past-time").textContent = state.at ? entry.time.replace("T", " ") : "";
+    for (const id of ["undo", "redo"]) $(id).disabled = !!state.at;
+    say(state.at ? "viewing the tree as it was after change " + state.at.id + " (read-only)" : "back to now");
+    return refresh();
+  }
+
+  function editing() {
+    return $("editor").open || document.querySelector("#tree input.inline-edit") !== null;
+  }
+  function editEnded() {
+    if (state.stale && !editing()) {
+      state.stale = false;
+      refresh();
+    }
+  }
+
+  // ---- live updates -------------------------------------------------------------------------------
+  function listen() {
+    // One EventSource on the shown path (it covers every path below it, expanded or not);
+    // any put or patch means something shown may have changed: read it again. EventSource
+    // reconnects by itself and resumes with Last-Event-ID, so no change is missed.
+    if (state.source) state.source.close();
+    const query = state.token ? "auth=" + encodeURIComponent(state.token) : "";
+    const source = new EventSource(jsonUrl(state.start, query));
+    state.source = source;
+    const live = $("live");
+    const changed = (event) => {
+      if (state.source !== source) return;
+      if (state.at) loadHistory(); // the past does not change; its list of changes does
+      else if (editing()) state.stale = true; // not under the user's hands: after the edit
+      else refresh();
+      if (event.lastEventId) document.body.dataset.lastEvent = event.lastEventId;
+    };
+    source.addEventListener("put", changed);
+    source.addEventListener("patch", changed);
+    source.addEventListener("open", () => {
+      live.textContent = "live";
+      live.className = "live on";
+    });
+    source.addEventListener("error", () => {
+      if (state.source !== source) return;
+      const closed = source.readyState === EventSource.CLOSED;
+      live.textContent = closed ? "not live (press Refresh)" : "reconnecting…";
+      live.className = "live off";
     });
   }
 
@@ -325,7 +426,11 @@
   }
   $("undo").addEventListener("click", () => undoRedo("undo"));
   $("redo").addEventListener("click", () => undoRedo("redo"));
-  $("refresh").addEventListener("click", () => refresh());
+  $("refresh").addEventListener("click", () => {
+    if (!state.source || state.source.readyState === EventSource.CLOSED) listen();
+    refresh();
+  });
+  $("now").addEventListener("click", () => viewAt(null));
   $("goto").addEventListener("submit", (event) => {
     event.preventDefault();
     const typed = $("location").value.trim() || "/";
@@ -338,9 +443,10 @@
     state.token = $("token").value;
     sessionStorage.setItem("zpydb-token", state.token);
     say(state.token ? "token set for this tab" : "no token");
+    listen();
     refresh();
   });
-  window.addEventListener("hashchange", () => { startFromHash(); refresh(); });
+  window.addEventListener("hashchange", () => { startFromHash(); listen(); refresh(); });
 
   const params = new URLSearchParams(window.location.search);
   if (params.has("auth")) { // a token in the page's URL: keep it for this tab, drop it from the URL
@@ -351,5 +457,7 @@
   $("token").value = state.token;
   busy(0);
   startFromHash();
+  document.body.dataset.viewing = "now";
+  listen();
   refresh();
 })();
