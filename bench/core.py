@@ -471,7 +471,7 @@ def _pinging(db):
     zpydb before issue 13, for the A/B of W4.  Only this client object is changed."""
     executor = db._executor
     write = executor.write
-    executor.write = lambda op, note, blind=False: write(op, note, False)
+    executor.write = lambda op, note, wrote=(), blind=False: write(op, note, wrote, blind=False)
     return db
 
 
