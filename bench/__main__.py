@@ -21,7 +21,7 @@ import traceback
 
 from tqdm import tqdm
 
-from . import contention, core, procs, report, stream, timetravel, watch, web
+from . import contention, core, hotpath, procs, report, stream, timetravel, watch, web
 from .common import MODES, REPO, Env, peak_rss_mb
 
 WORKLOADS = {
@@ -30,13 +30,13 @@ WORKLOADS = {
     "F1": procs.f1, "P1": procs.p1, "C2": contention.c2, "H1": web.h1, "H2": web.h2,
     "L1": core.l1,
     "X1": stream.x1, "WA": watch.wa,
-    "V1": timetravel.v1, "V2": timetravel.v2,
+    "V1": timetravel.v1, "V2": timetravel.v2, "HP": hotpath.hp, "W4": core.w4,
 }
 # rough progress ticks per workload (rounds / sizes), for the bar only
 TICKS = {"FS": 1, "W1": "rounds", "R1": "rounds", "S1": 1, "R2": 3, "I1": "rounds",
          "W3": "grow", "W2": "grow", "B1": "bulk", "C1": "clients", "F1": 4, "P1": 2,
          "C2": "c2", "H1": "h1", "H2": 2, "L1": "rounds", "X1": "stream", "WA": "wa",
-         "V1": 4, "V2": "rounds"}
+         "V1": 4, "V2": "rounds", "HP": len(hotpath.PER_OP), "W4": "rounds"}
 
 
 def ticks_for(key, mode, env):

@@ -15,7 +15,7 @@ from BTrees.OOBTree import OOBTree
 from persistent.list import PersistentList
 from persistent.mapping import PersistentMapping
 
-from .common import alternate, peak_rss_mb, ratio_row, raw_for, zpydb_for
+from .common import alternate, peak_rss_mb, ratio_row, raw_for, raw_zeo, zpydb_for
 
 
 class Opened:
@@ -346,7 +346,7 @@ def i1(env, mode, tick):
         contestants[f"zpydb/{backend}/list"] = lambda i, z=z: list(z["i1l"])
         contestants[f"raw/{backend}/list"] = lambda i, raw=raw: raw.read(
             lambda root: list(root["zpydb"]["i1l"]))
-        contestants[f"zpydb/{backend}/dict"] = lambda i, z=z: z["i1d"].items()
+        contestants[f"zpydb/{backend}/dict"] = lambda i, z=z: list(z["i1d"].items())
         contestants[f"raw/{backend}/dict"] = lambda i, raw=raw: raw.read(
             lambda root: list(root["zpydb"]["i1d"].items()))
     for kind, server in env.redis.items():
@@ -454,3 +454,72 @@ def l1(env, mode, tick):
 
 
 _ = (OOBTree, tempfile)
+
+
+# -- W4 --------------------------------------------------------------------------------------
+
+def _retrying(raw, func):
+    """``raw.write(func)`` retried on conflicts, as zpydb retries: the clients' top-level
+    keys share the root's buckets, and BTrees cannot merge every pair of changes."""
+    for attempt in raw.tm.attempts(20):
+        with attempt:
+            func(raw.conn.root())
+
+
+def _pinging(db):
+    """``db`` whose writes all begin with the server round trip (no blind writes):
+    zpydb before issue 13, for the A/B of W4.  Only this client object is changed."""
+    executor = db._executor
+    write = executor.write
+    executor.write = lambda op, note, wrote=(), blind=False: write(op, note, wrote, blind=False)
+    return db
+
+
+def w4(env, mode, tick):
+    """Durable writes over ZEO: blind writes without the ping (readCurrent on the path)
+    vs every write pinging first, vs raw ZODB with and without ``server_sync``."""
+    z = zpydb_for("zeo", env)
+    z_ping = _pinging(zpydb_for("zeo", env))
+    raws = {"nosync": raw_zeo(env.zeo.address, server_sync=False, tmpdir=env.tmp),
+            "sync": raw_zeo(env.zeo.address, server_sync=True, tmpdir=env.tmp)}
+    # each contestant writes its own keys, dict and list: a raw client without
+    # server_sync has no retry, and a stale view of another's dict would conflict
+    names = ["zpydb", "zpydb-ping"] + [f"raw-{sync}" for sync in raws]
+    for name in names:
+        z[f"w4-{name}"] = {"x": 0}
+        z[f"w4l-{name}"] = []
+    statements = {
+        "top": (lambda db, i, n: db.__setitem__(f"w4t-{n}-{i % 1000}", i),
+                lambda root, i, n: root["zpydb"].__setitem__(f"w4t-{n}-{i % 1000}", i)),
+        "nested": (lambda db, i, n: db[f"w4-{n}"].__setitem__("x", i),
+                   lambda root, i, n: root["zpydb"][f"w4-{n}"].__setitem__("x", i)),
+        "append": (lambda db, i, n: db[f"w4l-{n}"].append(i),
+                   lambda root, i, n: root["zpydb"][f"w4l-{n}"].append(i)),
+    }
+    contestants = {}
+    for kind, (zop, rop) in statements.items():
+        contestants[f"zpydb/{kind}"] = lambda i, zop=zop: zop(z, i, "zpydb")
+        contestants[f"zpydb-ping/{kind}"] = lambda i, zop=zop: zop(z_ping, i, "zpydb-ping")
+        for sync, raw in raws.items():
+            contestants[f"raw-{sync}/{kind}"] = lambda i, rop=rop, raw=raw, n=f"raw-{sync}": (
+                _retrying(raw, lambda root: rop(root, i, n)))
+    try:
+        stats = alternate(contestants, mode.rounds, mode.n_write, mode.batch_seconds, tick)
+    finally:
+        for raw in raws.values():
+            raw.close()
+        z.close()
+        z_ping.close()
+    ratios = []
+    for kind in statements:
+        ratios.append(ratio_row(f"{kind}: zpydb vs raw without server_sync",
+                                stats[f"zpydb/{kind}"], stats[f"raw-nosync/{kind}"], 0.95))
+        ratios.append(ratio_row(f"{kind}: zpydb pinging every write vs raw without server_sync",
+                                stats[f"zpydb-ping/{kind}"], stats[f"raw-nosync/{kind}"]))
+        ratios.append(ratio_row(f"{kind}: zpydb vs zpydb pinging every write",
+                                stats[f"zpydb/{kind}"], stats[f"zpydb-ping/{kind}"]))
+        ratios.append(ratio_row(f"{kind}: zpydb vs raw with server_sync",
+                                stats[f"zpydb/{kind}"], stats[f"raw-sync/{kind}"]))
+    return {"title": "durable ZEO writes: blind writes without the server_sync ping "
+                     "(readCurrent on the path) vs pinging every write, vs raw ZODB",
+            "rows": _rows(stats), "ratios": ratios}

@@ -68,7 +68,7 @@ def markdown(results):
         for prof in wl.get("profiles", {}).items():
             name, tables = prof
             table = [t for t in tables if t["by"] == "tottime_s"][0]
-            lines.append(f"cProfile of {name} writes, top functions by own time "
+            lines.append(f"cProfile of {name}, top functions by own time "
                          f"(total {table['total_s']} s):")
             lines.append("")
             lines.append("| function | calls | tottime s | cumtime s |")
@@ -77,6 +77,11 @@ def markdown(results):
                 lines.append(f"| `{e['function']}` | {e['calls']} | {e['tottime_s']} | "
                              f"{e['cumtime_s']} |")
             lines.append("")
+            modules = [t for t in tables if t["by"] == "module_us_per_unit"]
+            if modules:
+                shown = ", ".join(f"{m} {us}" for m, us in list(modules[0]["modules"].items())[:8])
+                lines += [f"Own time by module under cProfile, µs per statement or item: "
+                          f"{shown}.", ""]
     return "\n".join(lines) + "\n"
 
 

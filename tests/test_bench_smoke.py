@@ -16,7 +16,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 WORKLOADS = ["FS", "W1", "R1", "R2", "W2", "W3", "B1", "I1", "C1", "S1", "F1", "P1", "C2", "H1",
-             "H2", "L1", "X1", "WA", "V1", "V2"]
+             "H2", "L1", "X1", "WA", "V1", "V2", "HP", "W4"]
 
 # `make test` installs the bench extra (tinydb, psutil, matplotlib, redis), so CI runs this.
 if not os.environ.get("CI"):

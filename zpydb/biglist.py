@@ -117,7 +117,7 @@ class BigList(Persistent, MutableSequence):
 
     def __iter__(self):
         for chunk in self._chunks.values():
-            yield from chunk
+            yield from chunk.data  # not the chunk: a UserList iterates by __getitem__
 
     def __getitem__(self, index):
         if isinstance(index, slice):

@@ -29,6 +29,7 @@ themselves: :func:`to_node` refuses both with an UnstorableValueError naming
 the path, so what is stored can always be read, printed and exported.
 """
 
+import operator
 import reprlib
 from collections.abc import Mapping
 
@@ -43,6 +44,8 @@ from .errors import UnorderableKeyError, UnstorableValueError
 from .merging import AppendList, Counter
 
 SCALARS = (str, bytes, int, float, bool, type(None))
+_PLAIN = frozenset(SCALARS)  # exact types a copy can share (immutable)
+_second = operator.itemgetter(1)
 
 #: At most this many dicts, lists and tuples (and tuple keys) inside one another,
 #: counted from db: ``db['a'] = [[1]]`` puts lists at levels 1 and 2.  Every
@@ -182,13 +185,13 @@ def _tuple_item(item, path, level):
 
 def _dict_node(mapping, path, level, parents):
     pairs = _pairs(mapping, path)
-    keys = [check_key_type(key, path, level) for key, _ in pairs]
+    keys = [key if type(key) is str else check_key_type(key, path, level) for key, _ in pairs]
     check_keys_orderable(keys, path)
-    tree = OOBTree()
-    for key, (_, value) in zip(keys, pairs):
-        tree[key] = (value if type(value) in SCALARS
-                     else to_node(value, f"{path}[{short_repr(key)}]", level + 1, parents))
-    return make_dict_node(tree)
+    values = [value if type(value) in _PLAIN
+              else to_node(value, f"{path}[{short_repr(key)}]", level + 1, parents)
+              for key, (_, value) in zip(keys, pairs)]
+    # inserted in C, in order (a later equal key wins)
+    return make_dict_node(OOBTree(list(zip(keys, values))))
 
 
 def make_dict_node(tree):
@@ -320,9 +323,16 @@ def to_plain(node, depth=0):
         return _to_plain_deep(node)
     depth += 1
     if is_dict_node(node):
-        return {key: to_plain(value, depth) for key, value in node.items()}
+        pairs = list(node.items())
+        if _PLAIN.issuperset(map(type, map(_second, pairs))):  # scalars: in C
+            return dict(pairs)
+        return {key: to_plain(value, depth) for key, value in pairs}
     if is_list_node(node):
-        return [to_plain(item, depth) for item in node]
+        # a PersistentList's own iteration calls __getitem__ per item, in Python
+        items = node.data if isinstance(node, PersistentList) else list(node)
+        if _PLAIN.issuperset(map(type, items)):
+            return list(items)
+        return [to_plain(item, depth) for item in items]
     if isinstance(node, tuple):
         return tuple([to_plain(item, depth) for item in node])
     if isinstance(node, Counter):  # a number that += made mergeable (merging.py)

@@ -28,6 +28,7 @@ to different keys).
 import abc
 import functools
 import itertools
+import operator
 
 from BTrees.OOBTree import OOBTree
 from persistent.list import PersistentList
@@ -47,7 +48,20 @@ SEQUENCE_VALUES = (str, bytes, tuple)
 
 def format_path(steps):
     """``('l', 4)`` -> ``"db['l'][4]"``: the Python expression of a path."""
-    return "db" + "".join(f"[{_format_step(step)}]" for step in steps)
+    parts = ["db"]
+    for step in steps:
+        kind = type(step)
+        # every write notes its path: a short str or int key is its own repr
+        if (kind is str and len(step) <= _SHORT_KEY) or (kind is int and -_BIG < step < _BIG):
+            parts.append(f"[{step!r}]")
+        else:
+            parts.append(f"[{_format_step(step)}]")
+    return "".join(parts)
+
+
+#: Keys up to this long are shown whole (their repr is at most 4x + 2 <= 100 characters,
+#: :func:`_format_step`'s limit); ints below _BIG have a repr of at most 19 digits.
+_SHORT_KEY, _BIG = 24, 10 ** 18
 
 
 def _format_step(step):
@@ -66,6 +80,10 @@ class Reads(abc.ABC):
     A subclass says what registering one persistent object means
     (:meth:`register`); this class knows which objects a read looked at.
     """
+
+    #: True: also told the containers a *write* walks through (session.PathCheck);
+    #: a block's tracker is not (its transaction began up to date).
+    paths_of_writes = False
 
     @abc.abstractmethod
     def register(self, obj):
@@ -138,16 +156,55 @@ UNTRACKED = _Untracked()
 # -- walking ---------------------------------------------------------------
 
 def traverse(root, steps, reads=UNTRACKED, for_write=False):
-    """The node at ``steps`` below ``root``; errors name the failing path."""
+    """The node at ``steps`` below ``root``; errors name the failing path.
+
+    Every statement walks its path here, so the common steps -- a str or int
+    key of a dict, an int index of a list that is there -- are taken inline
+    (:func:`_step`); anything else (a slice, a str value, a missing key, a
+    key of the wrong kind) goes through :func:`child`, which has the rules and
+    the errors.  Both tell ``reads`` the same objects.
+    """
     node = root
-    if for_write:
+    if for_write and not reads.paths_of_writes:
         reads = UNTRACKED
+    tracked = reads is not UNTRACKED
     for depth, step in enumerate(steps):
-        if for_write and isinstance(step, slice):
-            raise NotAContainerError(format_path(steps[:depth + 1]),
-                                     "cannot change data through a slice; index the list itself")
-        node = child(node, step, steps[:depth + 1], reads, for_write)
+        value = _step(node, step)
+        if value is nodes.MISSING:
+            if for_write and isinstance(step, slice):
+                raise NotAContainerError(format_path(steps[:depth + 1]),
+                                         "cannot change data through a slice; index the list "
+                                         "itself")
+            value = child(node, step, steps[:depth + 1], reads, for_write)
+        elif tracked:
+            reads.at(node, step)
+        node = value
     return node
+
+
+_DICT_NODES, _LIST_NODES = nodes.DICT_NODES, nodes.LIST_NODES
+
+
+def _step(node, step):
+    """``node[step]`` for a str/int key of a dict or an int index of a list that
+    exists; :data:`nodes.MISSING` for everything else (:func:`child` decides).
+
+    Exact ``str``/``int`` only: they are their own stored key (``exact_key``),
+    and a bool, a subclass or a float takes the full path.
+    """
+    kind = type(step)
+    if kind is str or kind is int:
+        if isinstance(node, _DICT_NODES):
+            try:
+                return node.get(step, nodes.MISSING)
+            except TypeError:  # a key of another kind than the dict's keys
+                return nodes.MISSING
+        if kind is int and isinstance(node, _LIST_NODES):
+            try:
+                return node[step]
+            except IndexError:
+                return nodes.MISSING
+    return nodes.MISSING
 
 
 def child(node, step, steps, reads=UNTRACKED, for_write=False):
@@ -258,6 +315,10 @@ def read(root, steps, reads=UNTRACKED):
 #: each batch is one read of one snapshot (transactions.py ``iterate``), so memory
 #: holds one batch, not the whole value.
 BATCH_SIZE = 1000
+#: A batch that found everything in memory is followed by batches this many times
+#: larger (transactions.py ``iterate``): they load nothing, so they hold no more
+#: memory, and each batch's fixed cost (its transaction) is spread over more items.
+WARM_BATCH_FACTOR = 10
 
 #: What an iteration yields (:func:`read_batch`): the items (or keys), or a dict's
 #: keys, values or (key, value) pairs.
@@ -288,22 +349,40 @@ def _list_span(node, start, stop, reads):
     """Items ``start:stop`` of a stored list, loading (and tracking) only their chunks."""
     if not isinstance(node, BigList):
         reads.at(node)
-        return node[start:stop]
+        return _items_of(node)[start:stop]
     reads.register(node)
     if stop <= start:
         return []
     width = node._chunk_size
     items = []
+    offset = (start // width) * width  # where the first chunk starts
     for chunk in node._chunks.values(min=start // width, max=(stop - 1) // width):
         reads.register(chunk)
-        items.extend(chunk)
-    first = (start // width) * width
-    return items[start - first:stop - first]
+        items += _items_of(chunk)[max(0, start - offset):stop - offset]
+        offset += width
+    return items
+
+
+def _items_of(lst):
+    """The plain list inside a PersistentList (``UserList.data``): iterating the
+    PersistentList itself calls ``__getitem__`` once per item, in Python."""
+    return lst.data if isinstance(lst, PersistentList) else lst
 
 
 def _plain_item(value, reads):
     reads.whole(value)
     return nodes.to_plain(value)
+
+
+def _plain_items(values, reads):
+    """Plain copies of ``values`` (a new list of stored items), telling ``reads``.
+
+    Iteration's hot path: a batch of scalars (immutable, already plain) is
+    returned as it is, checked by one pass of ``type`` in C.
+    """
+    if reads is UNTRACKED and _SCALAR_TYPES.issuperset(map(type, values)):
+        return values
+    return [_plain_item(x, reads) for x in values]
 
 
 def read_attribute(root, steps, name, reads=UNTRACKED):
@@ -414,15 +493,32 @@ def _require_container(node, path):
 # -- writing ---------------------------------------------------------------
 
 def set_item(root, steps, value, reads=UNTRACKED):
-    """``db[...][key] = value``: convert deeply (depth counted from db), then store."""
-    parent = traverse(root, steps[:-1], for_write=True)
-    key, path = steps[-1], format_path(steps)
+    """``db[...][key] = value``: convert deeply (depth counted from db), then store.
+
+    A scalar stored under a str or int key of a dict -- most writes -- takes
+    the short way: nothing to convert, the key is its own stored form, and no
+    path is formatted unless a message needs it.
+    """
+    parent = traverse(root, steps[:-1], reads, for_write=True)
+    key = steps[-1]
+    kind = type(key)
+    if (kind is str or kind is int) and type(value) in _SCALAR_TYPES and \
+            isinstance(parent, _DICT_NODES):
+        try:
+            parent[key] = value
+        except TypeError:  # a key of another kind than the dict's: the long way says so
+            pass
+        else:
+            _wrap_if_big(root, steps[:-1], parent)
+            return
+    path = format_path(steps)
     sliced = isinstance(key, slice)
     node = nodes.to_node(value, path, len(steps) - sliced)  # a slice's items sit at len(steps)
     if nodes.is_dict_node(parent):
         if sliced:
             raise NotAContainerError(path, "dicts cannot be sliced")
-        key = nodes.check_key_type(key, format_path(steps[:-1]), len(steps) - 1)
+        if kind is not str:
+            key = nodes.check_key_type(key, format_path(steps[:-1]), len(steps) - 1)
         _store_key(parent, key, node, path)
         _wrap_if_big(root, steps[:-1], parent)
     elif nodes.is_list_node(parent):
@@ -431,6 +527,10 @@ def set_item(root, steps, value, reads=UNTRACKED):
     else:
         raise NotAContainerError(path, f"{format_path(steps[:-1])} is "
                                        f"{nodes.describe_type(parent)}, not a dict or list")
+
+
+_SCALAR_TYPES = frozenset(nodes.SCALARS)
+_first, _second = operator.itemgetter(0), operator.itemgetter(1)
 
 
 def _store_key(tree, key, node, path):
@@ -457,7 +557,7 @@ def _store_index(lst, index, node, steps):
 
 
 def del_item(root, steps, reads=UNTRACKED):
-    parent = traverse(root, steps[:-1], for_write=True)
+    parent = traverse(root, steps[:-1], reads, for_write=True)
     key, path = steps[-1], format_path(steps)
     if not isinstance(key, slice):
         child(parent, key, steps, for_write=True)
@@ -495,7 +595,7 @@ def call_writer(root, steps, name, args, kwargs, reads=UNTRACKED):
     Each checks its arguments and converts every new value before it changes
     anything, so a statement that fails inside a block leaves nothing behind.
     """
-    node = traverse(root, steps, for_write=True)
+    node = traverse(root, steps, reads, for_write=True)
     adapter = adapt(node, format_path(steps), len(steps))
     result = adapter.method(name, WRITE)(adapter, *args, **kwargs)
     adapter.finished(root, steps)
@@ -659,12 +759,12 @@ class ListNode(Node):
         if backwards:
             stop = len(node) if position is None else min(position, len(node))
             start = 0 if size is None else max(0, stop - size)
-            items = [_plain_item(x, reads) for x in _list_span(node, start, stop, reads)]
-            items.reverse()
+            items = _plain_items(_list_span(node, start, stop, reads), reads)
+            items.reverse()  # a new list either way (_list_span copies)
             return items, (start if start > 0 else None)
         start = position or 0
         stop = len(node) if size is None else min(len(node), start + size)
-        items = [_plain_item(x, reads) for x in _list_span(node, start, stop, reads)]
+        items = _plain_items(_list_span(node, start, stop, reads), reads)
         return items, (stop if stop < len(node) else None)
 
     # -- readers: ``count``/``index`` compare plain copies, with compare_equal's errors
@@ -785,16 +885,19 @@ class DictNode(Node):
         taken = list(itertools.islice(found, None if size is None else size + 1))
         more = size is not None and len(taken) > size
         del taken[size if more else len(taken):]
-        if not taken:  # the bucket where a new key would appear was read too
-            reads.at(tree, None if position is None else position[0])
-        for key, _ in taken:
-            reads.at(tree, key)
-        if kind == "values":
-            items = [_plain_item(v, reads) for _, v in taken]
-        elif kind == "items":
-            items = [(k, _plain_item(v, reads)) for k, v in taken]
+        if reads is not UNTRACKED:
+            if not taken:  # the bucket where a new key would appear was read too
+                reads.at(tree, None if position is None else position[0])
+            for key, _ in taken:
+                reads.at(tree, key)
+        if kind == "keys" or kind == "iter":  # stored keys are exact builtins: plain already
+            items = list(map(_first, taken))
+        elif (kind == "items" and reads is UNTRACKED
+              and _SCALAR_TYPES.issuperset(map(type, map(_second, taken)))):
+            items = taken  # new (key, scalar) tuples: plain already
         else:
-            items = [k for k, _ in taken]
+            values = _plain_items(list(map(_second, taken)), reads)
+            items = values if kind == "values" else list(zip(map(_first, taken), values))
         return items, ((taken[-1][0],) if more else None)
 
     # -- writers

@@ -15,8 +15,8 @@ a margin for clock differences between client and server) and after
 :data:`MAX_ENTRIES` entries.
 """
 
+import os
 import time
-import uuid
 
 TXID_KEY = "zpydb_txid"
 CLOCK_MARGIN = 600.0      # seconds a server clock may be behind this client's
@@ -29,7 +29,9 @@ class Unknown(Exception):
 
 
 def new_txid():
-    return uuid.uuid4().hex
+    """32 hex digits of 128 random bits (a uuid4 has 122; ``uuid.uuid4().hex``
+    costs 2 µs, most of it building the UUID object, this 0.3 µs)."""
+    return os.urandom(16).hex()
 
 
 def mark(txn, txid):

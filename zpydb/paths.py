@@ -32,7 +32,9 @@ A Path runs its operations through an *executor* (transactions.py's
 ``Autocommit`` and ``Block``): ``read(op)`` and ``write(op, note, wrote)``
 (``wrote``: the path it writes to, written.py), where
 ``op(root, reads)`` is an ops.py call and ``reads`` the executor's read
-tracker, so the same proxy code serves both.
+tracker, so the same proxy code serves both; ``note()`` makes the statement's
+text for the transaction note (only when it is kept: a long block keeps the
+first few hundred characters).
 """
 
 import math
@@ -42,6 +44,15 @@ from collections.abc import Iterator
 from . import nodes, ops
 
 _MISSING = object()
+_new_path = object.__new__
+
+#: Writer methods that are *blind writes* (session.Session.write): what they do
+#: to the target does not depend on what it holds, so only their path must be
+#: current.  ``p[k] = v`` and ``p op= x`` are blind too (``op=`` reads the
+#: value it replaces, which the conflict check covers, or the value's own
+#: records, which it registers); ``del``, ``pop``, ``remove``, ``setdefault``,
+#: ``popitem``, ``clear``... decide from the target's content and are not.
+BLIND_WRITERS = frozenset({"append", "extend", "update"})
 
 
 def _binary(symbol, func, name):
@@ -88,7 +99,13 @@ class Path:
 
         A Path used as the key (``db['l'][db['i']]``) is read here, once.
         """
-        return Path(self._executor, self._steps + (_key(key),))
+        kind = type(key)
+        if kind is not str and kind is not int:  # the common keys need no look
+            key = _key(key)
+        path = _new_path(Path)  # not Path(...): __init__'s generic set-up costs more
+        path._executor = self._executor
+        path._steps = self._steps + (key,)
+        return path
 
     def _expr(self):
         """The path as Python source, e.g. ``db['l'][4]``."""
@@ -213,15 +230,17 @@ class Path:
 
     # -- writing ----------------------------------------------------------
     def __setitem__(self, key, value):
-        key = _key(key)
+        if type(key) is not str and type(key) is not int:
+            key = _key(key)
         if isinstance(value, _Applied) and value._steps == self._steps + (key,):
             return  # the augmented assignment already wrote it, atomically
         steps = self._steps + (key,)
-        note = f"{ops.format_path(steps)} = {_short_repr(value)}"
+        shown = value
+        note = lambda: f"{ops.format_path(steps)} = {_short_repr(shown)}"  # noqa: E731
         value = _own_or_plain(value, self._executor)
         self._executor.write(
             lambda root, reads: ops.set_item(root, steps, _resolve(value, root), reads), note,
-            steps)
+            steps, blind=not isinstance(value, Path))
 
     def __delitem__(self, key):
         steps = self._steps + (_key(key),)
@@ -229,17 +248,22 @@ class Path:
         # whole list as far as path histories are concerned (written.py).
         wrote = self._steps if isinstance(steps[-1], int) else steps
         self._executor.write(lambda root, reads: ops.del_item(root, steps, reads),
-                             f"del {ops.format_path(steps)}", wrote)
+                             lambda: f"del {ops.format_path(steps)}", wrote)
 
     def _writer(self, name, *args, **kwargs):
-        shown = ", ".join([_short_repr(a) for a in args] +
-                          [f"{k}={_short_repr(v)}" for k, v in kwargs.items()])
-        note = f"{self._expr()}.{name}({shown})"
+        shown = args
+
+        def note():
+            listed = ", ".join([_short_repr(a) for a in shown] +
+                               [f"{k}={_short_repr(v)}" for k, v in kwargs.items()])
+            return f"{self._expr()}.{name}({listed})"
+
         args = [_own_or_plain(a, self._executor) for a in args]
         return self._executor.write(
             lambda root, reads: ops.call_writer(
                 root, self._steps, name, [_resolve(a, root) for a in args], kwargs, reads),
-            note, self._steps)
+            note, self._steps,
+            blind=name in BLIND_WRITERS and not any(isinstance(a, Path) for a in args))
 
     def append(self, value):
         return self._writer("append", value)
@@ -281,7 +305,8 @@ class Path:
     # -- augmented assignment: one atomic read-modify-write ----------------
     def _augment(self, symbol, func, other):
         steps = self._steps
-        note = f"{self._expr()} {symbol}= {_short_repr(other)}"
+        shown = other
+        note = lambda: f"{self._expr()} {symbol}= {_short_repr(shown)}"  # noqa: E731
         other = _own_or_plain(other, self._executor)
         if isinstance(other, Iterator):  # read once, kept for a retried attempt
             other = ops.Drained(other)
@@ -289,7 +314,7 @@ class Path:
         def apply(root, reads):  # a path of this database is read inside the transaction
             return ops.augment(root, steps, symbol, func, _resolve(other, root), reads)
 
-        self._executor.write(apply, note, steps)
+        self._executor.write(apply, note, steps, blind=not isinstance(other, Path))
         return _Applied(self._executor, steps)
 
     def __iadd__(self, other):

@@ -602,7 +602,7 @@ class Service:
                 result["etag"] = etag(read(root, location))
 
         note = f"{method} {location.url}"
-        self.db.atomic(lambda t: t._executor.write(op, note), note=note, user=user)
+        self.db.atomic(lambda t: t._executor.write(op, lambda: note), note=note, user=user)
         answer = {"name": result["name"]} if method == "POST" else document
         return answer, result.get("etag")
 

@@ -28,8 +28,9 @@ import transaction
 import ZODB.POSException as POS
 from BTrees.OOBTree import OOBTree
 from ZEO.ClientStorage import ClientStorage
+from ZODB.utils import z64
 
-from . import errors, interrupts, outcome
+from . import errors, interrupts, ops, outcome
 from .nodes import DATA_KEY
 from .storage import SERVER_BEHIND_MESSAGE, OpenDatabase, server_behind_cache
 from .translate import (COMMIT_FAILURES, DISCONNECTS, LOCK_ERRORS, TRANSLATED,
@@ -62,6 +63,22 @@ class _ZpydbTransactionManager(transaction.TransactionManager):
     """
 
     deadline = None  # time.monotonic() after which nothing is retried
+    #: The server round trip that makes a transaction see every write acknowledged
+    #: before it began (``OpenDatabase.sync``: ZEO's ping); None: nothing to do.
+    sync = None
+    #: False: the next ``begin()`` skips ``sync`` (a blind write, see Session.write).
+    fresh = True
+    #: A blind write's read tracker on a ZEO client (:class:`PathCheck`), else None.
+    path_check = None
+    #: The :class:`VoteMark` of the current attempt, when it is a blind one.
+    vote_mark = None
+
+    def begin(self):
+        """``TransactionManager.begin()``, after the server round trip (``sync``)."""
+        fresh, self.fresh = self.fresh, True
+        if fresh and self.sync is not None:
+            self.sync()
+        return super().begin()
 
     def _retryable(self, error_type, error):
         if issubclass(error_type, DISCONNECTS):
@@ -71,9 +88,15 @@ class _ZpydbTransactionManager(transaction.TransactionManager):
 
     failed_commit = None  # the exception the last commit() raised, if any
 
+    def _finishing(self):
+        """Whether a Ctrl-C now would cut a commit that may have been applied
+        (interrupts.py): not while a blind write's commit has not voted."""
+        mark = self.vote_mark
+        return mark is None or mark.voted
+
     def commit(self):
         self.failed_commit = None
-        with interrupts.deferred(commit=True):
+        with interrupts.deferred(commit=self._finishing):
             try:
                 return super().commit()
             except BaseException as exc:
@@ -98,10 +121,18 @@ class RetryBudget:
         Between attempts nothing is half done: a held Ctrl-C stops here.
         """
         interrupts.checkpoint()
-        if self.attempts:
+        if self.attempts and not self.rerun:
             back_off(self.attempts, self.deadline)
             interrupts.checkpoint()
+        self.rerun = False
         self.attempts += 1
+
+    rerun = False
+
+    def again(self):
+        """The next attempt re-runs a statement that failed on data that may have
+        been stale, not after a conflict: no back-off before it."""
+        self.rerun = True
 
     def left(self):
         return time.monotonic() < self.deadline
@@ -113,6 +144,66 @@ class RetryBudget:
 
 class _Result:
     value = None
+
+
+class VoteMark:
+    """A data manager that joins a blind write's transaction last: it learns
+    whether every other one voted.
+
+    A ZEO server commits at ``tpc_finish``, which ZODB sends only after every
+    resource voted.  A blind write has not pinged the server first, so a
+    server that just went away is noticed during its commit, not before it:
+    if that happens before this mark voted, the transaction cannot have been
+    committed, and the statement says "nothing was applied" (and is retried
+    while the server restarts) instead of looking in a log it cannot read.
+    """
+
+    def __init__(self, tm, txn):
+        self.voted = False
+        self.transaction_manager = tm
+        txn.join(self)
+
+    @staticmethod
+    def unvoted(tm):
+        mark = getattr(tm, "vote_mark", None)
+        return mark is not None and not mark.voted
+
+    def sortKey(self):
+        return "\uffff\uffffzpydb-vote-mark"  # after the connection and any guard
+
+    def tpc_vote(self, txn):
+        self.voted = True
+
+    def abort(self, txn):
+        pass
+
+    tpc_begin = commit = tpc_finish = tpc_abort = abort
+
+
+class PathCheck(ops.Reads):
+    """A blind write's read tracker on a ZEO client: its path must still be current.
+
+    Registers with ``Connection.readCurrent`` every container the write walks
+    through (the part of each dict that holds the key on the path, each list
+    on it: :meth:`ops.Reads.at`) and anything the statement reads; the
+    commit fails with ReadConflictError if another client changed one of them
+    since this client's (maybe not yet up to date) view of it.  Objects the
+    write changes are left to ZODB's own conflict check (ZODB ignores
+    ``readCurrent`` for them), so concurrent appends and ``+=`` still merge.
+    """
+
+    paths_of_writes = True
+    __slots__ = ("conn",)
+
+    def __init__(self, conn):
+        self.conn = conn
+
+    def register(self, obj):
+        if getattr(obj, "_p_oid", None) is None:
+            return  # created by this statement: nothing to check
+        obj._p_activate()  # a ghost's serial is not the one this statement read
+        if obj._p_serial != z64:
+            self.conn.readCurrent(obj)
 
 
 class Recovery:
@@ -186,7 +277,16 @@ class Session:
         if pair is None:
             opened = self.read_opened if attr == "replica" else self.opened
             tm = _ZpydbTransactionManager()
-            pair = (tm, opened.db.open(transaction_manager=tm))
+            conn = opened.db.open(transaction_manager=tm)
+            # Every statement begins its own transaction (``tm.begin()``, which
+            # brings the connection up to date); in ZODB's implicit mode the
+            # connection would also catch up after every commit and abort
+            # (``Connection.afterCompletion``), ~1.5 µs per statement for nothing.
+            conn.explicit_transactions = True
+            tm.sync = opened.sync
+            if isinstance(opened.db.storage, ClientStorage):
+                tm.path_check = PathCheck(conn)
+            pair = (tm, conn)
             setattr(self._local, attr, pair)
             with self._lock:
                 self._all.append(pair)
@@ -196,6 +296,7 @@ class Session:
         """A fresh (tm, connection) for a transaction block, closed by the caller."""
         self._check_open()
         tm = _ZpydbTransactionManager()
+        tm.sync = self.opened.sync
         return tm, self.db.open(transaction_manager=tm)
 
     def _check_open(self):
@@ -250,20 +351,52 @@ class Session:
                         raise
 
     # -- statements --------------------------------------------------------
-    def read(self, func):
-        """Run ``func(data_root)`` in a fresh read transaction; never commits."""
+    def read(self, func, *args):
+        """Run ``func(data_root, *args)`` in a fresh read transaction; never commits.
+
+        The hot path of every read (docs/architecture.md, "Hot path"): no
+        ``translate_errors()`` context manager, the except clause costs nothing
+        until something is raised.
+        """
         tm, conn = self.connection(replica=True)
         storage = conn.db().storage
-        self.check_server(storage)
-        try:  # not translate_errors(): this is the hot path of every read
+        if server_behind_cache(storage):
+            raise errors.DisconnectedError(f"{self.name}: {SERVER_BEHIND_MESSAGE}")
+        try:
             with interrupts.deferred():  # a Ctrl-C lands after the read (interrupts.py)
                 tm.begin()
                 try:
-                    return func(data_root(conn))
+                    return func(data_root(conn), *args)
                 finally:
                     tm.abort()
         except TRANSLATED as exc:
             raise translate(exc, self.name, storage) from None
+
+    def read_snapshot(self, db, before, func):
+        """Run ``func(data_root)`` on the snapshot of ``db`` before transaction id ``before``.
+
+        On this thread's own connection when a transaction begun on it now
+        still reads that snapshot (nothing was committed since, or this client
+        has not heard of it yet): MVCC reads every object "before ``_start``",
+        so the same ``before`` is the same state, and the connection's cache
+        is warm.  Otherwise on a historical connection (:meth:`read_before`).
+        Later batches of an iteration read here (transactions.py ``iterate``).
+        """
+        tm, conn = self.connection(replica=True)
+        if conn.db() is db:
+            storage = db.storage
+            try:
+                with interrupts.deferred():
+                    tm.fresh = False  # no ping: the question is "still that snapshot?"
+                    tm.begin()
+                    try:
+                        if snapshot_before(conn) == before:
+                            return func(data_root(conn))
+                    finally:
+                        tm.abort()
+            except TRANSLATED as exc:
+                raise translate(exc, self.name, storage) from None
+        return self.read_before(db, before, func)
 
     def read_before(self, db, before, func):
         """Run ``func(data_root)`` on a read-only historical connection of ``db``
@@ -284,10 +417,11 @@ class Session:
                 conn.cacheMinimize()
                 conn.close()
 
-    def write(self, func, describe):
-        """Run ``func(data_root)`` as one durable transaction, exactly once.
+    def write(self, func, describe, blind=False):
+        """Run ``func(data_root, reads)`` as one durable transaction, exactly once.
 
         ``describe(txn)`` writes the transaction's metadata (each attempt).
+        ``reads`` is :data:`ops.UNTRACKED`, or a blind write's :class:`PathCheck`.
 
         ``TransactionManager.attempts()`` begins a fresh transaction per attempt
         and retries what cannot be merged (conflicts) until ``retry_timeout``
@@ -297,32 +431,72 @@ class Session:
         searched for this statement's id: found, it committed and returns
         normally; not found, nothing was applied and it is retried (after a
         disconnect) or reported (outcome.py).
+
+        Writes without the ping: a ZEO client's transactions begin with a
+        round trip to the server (``sync``), so that they see every write
+        acknowledged before they began.  A *blind* write (``blind``: setting a
+        key or index to a value, ``append``, ``extend``, ``+=``) changes its
+        target without deciding anything from what the target held, so what
+        it needs current is only its path: the containers it walks through to
+        reach the target.  Its first attempt skips the round trip and
+        registers those containers with ``readCurrent`` (:class:`PathCheck`):
+        if another client changed one of them (``db['l']`` now names a new
+        list), the commit fails and the statement is retried, with the round
+        trip, instead of landing in the list nothing points to any more.  The
+        target itself is protected as any write is, by ZODB's conflict check
+        at commit.  A zpydb error of such an attempt (a key not found) is only
+        believed after the statement ran again with the round trip.
         """
         budget = RetryBudget(self.options)
         txid, started = outcome.new_txid(), time.time()
         result = _Result()
-        recovery = Recovery(self, budget)
-        with translate_errors(self.name, self.db.storage, budget), interrupts.deferred():
-            while True:
-                tm, conn = self.connection()
-                try:
-                    return self._attempts(tm, conn, func, describe, txid, budget, result)
-                except COMMIT_FAILURES as exc:
-                    if not recovery.handles(exc, tm):
-                        raise  # not the storage's failure (e.g. a file the statement reads)
-                    self._drop_connection()
-                    if recovery.committed(exc, tm, txid, started):
-                        return result.value
+        recovery = None
+        try:  # translate_errors(), inline: this is the hot path of every write
+            with interrupts.deferred():
+                while True:
+                    tm, conn = self.connection()
+                    try:
+                        return self._attempts(tm, conn, func, describe, txid, budget, result,
+                                              blind)
+                    except errors.Error:
+                        if not (blind and tm.sync is not None):
+                            raise
+                        blind = False  # believed only on data as fresh as a read's
+                        budget.again()
+                    except COMMIT_FAILURES as exc:
+                        if not Recovery.handles(exc, tm):
+                            raise  # not the storage's failure (e.g. a file the statement reads)
+                        recovery = recovery or Recovery(self, budget)
+                        self._drop_connection()
+                        if isinstance(exc, DISCONNECTS):
+                            blind = False  # the next attempt waits for the server (its ping)
+                            if VoteMark.unvoted(tm):  # lost before tpc_finish: not applied
+                                tm = None
+                        if recovery.committed(exc, tm, txid, started):
+                            return result.value
+        except errors.Error:
+            raise
+        except TRANSLATED as exc:
+            raise translate(exc, self.name, self.db.storage, budget) from (
+                exc if isinstance(exc, POS.ConflictError) else None)
 
-    def _attempts(self, tm, conn, func, describe, txid, budget, result):
+    def _attempts(self, tm, conn, func, describe, txid, budget, result, blind):
         tm.deadline = budget.deadline
+        check, first = (tm.path_check if blind else None), True
         for attempt in tm.attempts(budget.max_attempts):
             budget.next_attempt()
+            reads, tm.vote_mark = ops.UNTRACKED, None
+            if check is not None and (first or tm.sync is None):
+                tm.fresh = False  # the first attempt only: a retry begins with the round trip
+                reads = check
+            first = False
             with attempt:
                 txn = tm.get()
+                if reads is check:
+                    tm.vote_mark = VoteMark(tm, txn)
                 describe(txn)
                 outcome.mark(txn, txid)
-                result.value = func(data_root(conn))
+                result.value = func(data_root(conn), reads)
                 interrupts.checkpoint()  # a Ctrl-C so far: abort rather than commit
         return result.value
 
@@ -459,7 +633,9 @@ def snapshot_before(conn):
 
 
 def data_root(conn):
-    root = conn.root()
+    """The OOBTree that holds db's keys (``conn.get(z64)``: the root, without
+    the ``RootConvenience`` wrapper ``conn.root()`` builds on every call)."""
+    root = conn.get(z64)
     try:
         return root[DATA_KEY]
     except KeyError:  # read-only storage that was never initialised

@@ -243,6 +243,25 @@ class OpenDatabase:
     def storage(self):
         return self.db.storage
 
+    @property
+    def sync(self):
+        """The server round trip that brings a transaction up to date, or None.
+
+        A ZEO client learns of other clients' commits from invalidations the
+        server pushes; a transaction that begins right after a commit was
+        acknowledged elsewhere may not have them yet.  A ping makes it wait
+        for them (what ZEO's ``server_sync`` does in every begin): zpydb's
+        transaction manager calls this before ``begin()`` (session.py).  None
+        for every other storage (they are up to date at begin), with
+        ``fresh_reads=False``, and for a ClientStorage configured with
+        ``server_sync`` (a ``zconfig://`` file), which pings by itself.
+        """
+        storage = self.db.storage
+        if (not self.options.fresh_reads or not isinstance(storage, ClientStorage)
+                or storage.server_sync):
+            return None
+        return lambda: storage.ping()
+
     def close(self):
         with _shared_lock:
             self.users -= 1
@@ -418,9 +437,11 @@ def _client_storage(url, options, cleanup):
     if options.tls:
         kw["ssl"] = _client_ssl_context(url, options)
         kw["ssl_server_hostname"] = options.tls_server_hostname or parts.hostname or "127.0.0.1"
-    # server_sync: every transaction begins with a ping, so a read sees every write
-    # acknowledged before it (ClientStorage binds ``sync`` to ``ping`` when connected).
-    kw["server_sync"] = options.fresh_reads
+    # No server_sync: zpydb pings the server itself when a transaction begins
+    # (OpenDatabase.sync, session.py's transaction manager), so a read sees every
+    # write acknowledged before it, and a write that does not need the round trip
+    # can skip it (session.py, "Writes without the ping").
+    kw["server_sync"] = False
     address = _zeo_address(parts)
     return _opening(url, lambda: ClientStorage(address, **kw)), dbkw
 

@@ -39,16 +39,18 @@ to bound memory.
 
 import functools
 import getpass
+import itertools
 import threading
 import time
 import weakref
 from contextlib import nullcontext
 
+import ZODB.POSException as POS
 from ZODB.utils import z64
 
 from . import errors, interrupts, ops, outcome, written
 from .session import DATA_KEY, Recovery, RetryBudget, _Result, data_root, snapshot_before
-from .translate import COMMIT_FAILURES, DISCONNECTS, translate, translate_errors
+from .translate import COMMIT_FAILURES, DISCONNECTS, TRANSLATED, translate, translate_errors
 
 
 #: A long block (a bulk import) takes a savepoint every this many writes, so
@@ -100,18 +102,20 @@ class Autocommit:
         return getattr(self._locks, "block", None)
 
     def read(self, op):
-        block = self.lock_block
+        block = getattr(self._locks, "block", None)  # lock_block, inline: every read asks
         if block is not None:
             return block.read(op)
-        return self.session.read(lambda root: op(root, ops.UNTRACKED))
+        return self.session.read(op, ops.UNTRACKED)
 
-    def write(self, op, note, wrote=()):
-        """``wrote``: the path (steps) the statement writes to (written.py)."""
-        block = self.lock_block
+    def write(self, op, note, wrote=(), blind=False):
+        """``wrote``: the path (steps) the statement writes to (written.py); ``blind``:
+        the statement is a blind write (Session.write, "Writes without the ping")."""
+        block = getattr(self._locks, "block", None)  # lock_block, inline
         if block is not None:
             return block.write(op, note, wrote)
-        return self.session.write(lambda root: op(root, ops.UNTRACKED),
-                                  lambda txn: describe_transaction(txn, note, wrote=[wrote]))
+        text = note()
+        return self.session.write(
+            op, lambda txn: describe_transaction(txn, text, wrote=[wrote]), blind)
 
     def iterate(self, op):
         """An iterator over ``op``'s batches, all read from ONE snapshot.
@@ -119,24 +123,42 @@ class Autocommit:
         ``op(root, reads, position, size) -> (items, next position or None)``
         (:func:`ops.read_batch`).  The first batch is read now, as any read
         (errors surface here, and it is the moment of the snapshot); the rest
-        are read when the iterator gets to them, each on a historical
-        connection at that first read's snapshot (:meth:`Session.read_before`).
+        are read when the iterator gets to them, each from that first read's
+        snapshot.  While every batch so far found its objects in memory (none
+        was loaded from the storage: ``Connection.getTransferCounts``), the next
+        one is read on this thread's own connection if it is still at that
+        snapshot (:meth:`Session.read_snapshot`; its cache is warm); otherwise
+        on a historical connection that keeps nothing afterwards
+        (:meth:`Session.read_before`), so iterating a value that is not in
+        memory holds one batch of it at a time, not the whole value.
         """
         block = self.lock_block
         if block is not None:
             return block.iterate(op)
-        session, snapshot = self.session, {}
+        session, snapshot = self.session, {"warm": True}
+
+        def counted(root, position, size):
+            conn = root._p_jar
+            loads = conn.getTransferCounts()[0] if conn is not None else 0
+            result = op(root, ops.UNTRACKED, position, size)
+            if conn is not None and conn.getTransferCounts()[0] != loads:
+                snapshot["warm"] = False  # not all in memory: the rest on historical connections
+            return result
 
         def first(root):
             conn = root._p_jar
             before = None if conn is None else snapshot_before(conn)
             snapshot.update(db=conn.db() if before else None, before=before)
             # no snapshot to come back to: one read of everything (the old way)
-            return op(root, ops.UNTRACKED, None, ops.BATCH_SIZE if before else None)
+            return counted(root, None, ops.BATCH_SIZE if before else None)
 
         items, position = session.read(first)
 
         def rest(position):
+            if snapshot["warm"]:
+                size = ops.BATCH_SIZE * ops.WARM_BATCH_FACTOR
+                return session.read_snapshot(snapshot["db"], snapshot["before"],
+                                             lambda root: counted(root, position, size))
             return session.read_before(
                 snapshot["db"], snapshot["before"],
                 lambda root: op(root, ops.UNTRACKED, position, ops.BATCH_SIZE))
@@ -176,16 +198,22 @@ class Autocommit:
 
 
 def _batches(items, position, next_batch):
-    """Yield ``items``, then ``next_batch(position)``'s items until the position is None.
+    """``items``, then ``next_batch(position)``'s items until the position is None.
 
-    A generator: a loop that stops early (``break``) holds nothing open, since
-    each batch opens and closes what it reads from.
+    One iterator: ``itertools.chain`` walks each batch in C, and the generator
+    below runs once per batch, not once per item.  A loop that stops early
+    (``break``) holds nothing open, since each batch opens and closes what it
+    reads from.
     """
-    yield from items
+    return itertools.chain.from_iterable(_each_batch(items, position, next_batch))
+
+
+def _each_batch(items, position, next_batch):
+    yield items
     while position is not None:
         items = None  # the previous batch can go before the next one is read
         items, position = next_batch(position)
-        yield from items
+        yield items
 
 
 # -- VAL's hook: this thread's open blocks (undo.py refuses to run inside one) --
@@ -211,9 +239,11 @@ class Block:
         self.raw_errors = raw_errors
         self.note, self.user = note, user
         self.notes = []
+        self._note_room = NOTE_LIMIT + 1
         self.wrote = []  # the path of each statement (written.py)
         self.done = False
         self.read_set = {}  # oid -> serial when the block first read it
+        self._reads = _BlockReads(self)
         self._writes = 0
         self.txid, self.started = outcome.new_txid(), time.time()
         self.tm = self.conn = None
@@ -265,17 +295,29 @@ class Block:
         return _batches(items, position, lambda position: self.read(
             lambda root, reads: op(root, reads, position, ops.BATCH_SIZE)))
 
-    def write(self, op, note, wrote=()):
+    def write(self, op, note, wrote=(), blind=False):
         """One statement of the block: a Ctrl-C during it lands after it (the
-        block is then aborted as a whole by whoever catches the interrupt)."""
+        block is then aborted as a whole by whoever catches the interrupt).
+        ``blind`` changes nothing here: a block's transaction begins up to date."""
         self._check()
-        with interrupts.deferred(), self._translated():
-            result = op(data_root(self.conn), _BlockReads(self))
-        self.notes.append(note)
+        with interrupts.deferred():
+            try:  # _translated(), inline: a bulk load runs this per item
+                if self._writes and self._writes % SAVEPOINT_EVERY == 0:
+                    # when the next write comes, not after the last one: a block that
+                    # ends there commits without copying its last writes once more
+                    self.tm.savepoint(optimistic=True)  # the cache may drop what was written
+                result = op(data_root(self.conn), self._reads)
+            except TRANSLATED as exc:
+                if self.raw_errors:
+                    raise
+                raise translate(exc, self.session.name) from (
+                    exc if isinstance(exc, POS.ConflictError) else None)
+        if self._note_room > 0:  # the note keeps NOTE_LIMIT characters: no more texts
+            text = note()
+            self.notes.append(text)
+            self._note_room -= len(text) + 2
         self.wrote.append(wrote)
         self._writes += 1
-        if self._writes % SAVEPOINT_EVERY == 0:
-            self.tm.savepoint(optimistic=True)  # lets the cache drop what was written
         return result
 
     def commit(self):
@@ -309,6 +351,7 @@ class Block:
     def reset(self):
         """Forget the notes and read set of a previous attempt (atomic retries)."""
         self.notes = []
+        self._note_room = NOTE_LIMIT + 1
         self.wrote = []
         self.read_set = {}
 

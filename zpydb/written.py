@@ -35,18 +35,20 @@ _PLAIN = (str, int, float, bool)
 def encode(paths):
     """The ``zpydb_paths`` value for the given paths (tuples of steps), or None
     when there are too many to say anything useful."""
-    encoded = []
-    for path in paths:
+    encoded, seen, firsts = [], set(), {}
+    for path in paths:  # a bulk load's block has a path per statement: linear, bounded
         steps = _plain_prefix(path)
-        if steps not in encoded:
+        first = tuple(steps[:1])
+        if first not in firsts:
+            if len(firsts) == MAX_PATHS:
+                return None  # more first steps than MAX_PATHS: nothing useful to say
+            firsts[first] = steps[:1]
+        if len(encoded) <= MAX_PATHS and tuple(steps) not in seen:
+            seen.add(tuple(steps))
             encoded.append(steps)
     if len(encoded) > MAX_PATHS:
-        firsts = []
-        for steps in encoded:
-            if steps[:1] not in firsts:
-                firsts.append(steps[:1])
-        encoded = firsts
-    return encoded if len(encoded) <= MAX_PATHS else None
+        return list(firsts.values())
+    return encoded
 
 
 def _plain_prefix(path):

@@ -158,3 +158,105 @@ class DropProxy:
             except OSError:
                 self._cut(pair)
                 return
+
+
+class HoldProxy:
+    """A loopback TCP proxy that can hold back what the server sends to the client.
+
+    ``hold()``: from now on, bytes from the server are kept (``held`` counts
+    them) instead of forwarded -- the invalidations the server pushes after
+    another client's commit, and the replies to this client's own requests;
+    ``release()`` sends what was kept and forwards again.  ``sent`` counts the
+    bytes the client sent, so a test can wait until a statement reached the
+    wire.  A client behind it sees the server exactly as late as a slow network
+    would show it.  Threads are daemons; ``close()`` closes every socket.
+    """
+
+    def __init__(self, target):
+        self.target = target
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind((HOST, 0))
+        self.listener.listen(16)
+        self.port = self.listener.getsockname()[1]
+        self.lock = threading.Lock()
+        self.holding = False
+        self.kept = []   # (client socket, bytes) held back, in order
+        self.held = 0
+        self.sent = 0
+        self.sockets = []
+        self.closed = False
+
+    @property
+    def url(self):
+        return f"zeo://{HOST}:{self.port}"
+
+    def start(self):
+        threading.Thread(target=self._accept, daemon=True).start()
+        return self
+
+    def hold(self):
+        with self.lock:
+            self.holding = True
+            self.held = 0
+
+    def release(self):
+        with self.lock:
+            self.holding = False
+            kept, self.kept = self.kept, []
+            for client, data in kept:  # under the lock: nothing overtakes them
+                try:
+                    client.sendall(data)
+                except OSError:
+                    pass
+
+    def close(self):
+        self.closed = True
+        for sock in [self.listener] + self.sockets:
+            try:
+                sock.close()
+            except OSError:
+                pass
+
+    def _accept(self):
+        while not self.closed:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            try:
+                server = socket.create_connection(self.target, timeout=10)
+                server.settimeout(None)
+            except OSError:
+                client.close()
+                continue
+            self.sockets += [client, server]
+            threading.Thread(target=self._pump, args=(client, server, False),
+                             daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, True),
+                             daemon=True).start()
+
+    def _pump(self, source, sink, from_server):
+        while True:
+            try:
+                data = source.recv(65536)
+            except OSError:
+                data = b""
+            if not data:
+                for sock in (source, sink):
+                    try:
+                        sock.close()
+                    except OSError:
+                        pass
+                return
+            with self.lock:
+                if from_server and self.holding:
+                    self.kept.append((sink, data))
+                    self.held += len(data)
+                    continue
+                if not from_server:
+                    self.sent += len(data)
+                try:
+                    sink.sendall(data)
+                except OSError:
+                    pass
