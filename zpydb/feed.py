@@ -918,9 +918,12 @@ class _Pushed(_Inbox):
     def now(self, session):
         """The newest committed tid; with ZEO's fresh reads, after a round trip to the
         server, so it covers every write acknowledged before the watch started."""
-        sync = getattr(self._storage, "sync", None)
-        if self._zeo and session.options.fresh_reads and sync is not None:
-            sync()
+        if self._zeo and session.options.fresh_reads:
+            # zpydb's own ping (storage.OpenDatabase.sync: the storage is opened without
+            # server_sync); a zconfig:// storage with server_sync pings in its sync()
+            ping = session.opened.sync or getattr(self._storage, "sync", None)
+            if ping is not None:
+                ping()
         return self._storage.lastTransaction()
 
     def close(self):
