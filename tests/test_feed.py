@@ -39,9 +39,18 @@ MISSING = "<missing>"
 # -- the oracle -----------------------------------------------------------------------
 
 def last_tid(db):
-    """The newest transaction this client's own connection has committed or seen."""
-    _tm, conn = db._session.connection()
-    return conn._storage.lastTransaction().hex()
+    """The newest transaction this client's own connection has committed or seen.
+
+    Read in a transaction of its own: a connection catches up with the storage when
+    a transaction begins (zpydb opens connections in explicit-transaction mode), and
+    ``db.undo()`` commits through the database's storage, not the connection's
+    (RelStorage gives each connection its own storage instance)."""
+    tm, conn = db._session.connection()
+    tm.begin()
+    try:
+        return conn._storage.lastTransaction().hex()
+    finally:
+        tm.abort()
 
 
 def read(path):
