@@ -80,6 +80,34 @@ class _ZpydbTransactionManager(transaction.TransactionManager):
             self.sync()
         return super().begin()
 
+    def begin_read(self, conn, ping=True):
+        """What ``begin()`` does for ``conn``, for a statement that changes nothing.
+
+        ``begin()`` and ``abort()`` build and tear down a Transaction (a logger,
+        synchronizer calls through weak sets): about 7 µs, twice what a read on
+        a warm cache costs.  A read needs only what they do to the connection:
+        ``Connection.newTransaction`` (the ISynchronizer call ``begin()`` makes:
+        the storage's snapshot moves to now and the cache drops what others
+        changed) and, after the read, :meth:`end_read`.  ``ping``: the server
+        round trip first (as ``begin()`` with ``fresh``).
+        """
+        if self._txn is not None:  # left open by something else: end it as begin() would
+            self.abort()
+        fresh, self.fresh = self.fresh, True
+        if ping and fresh and self.sync is not None:
+            self.sync()
+        conn.newTransaction(None)
+
+    def end_read(self, conn):
+        """What ``abort()`` does for a connection nothing changed: its
+        ``afterCompletion`` (RelStorage ends the database snapshot it read in;
+        the cache is trimmed).  A read that did change an object joined a
+        transaction (ZODB registers every change): that is aborted whole."""
+        if self._txn is not None:
+            self.abort()
+        else:
+            conn.afterCompletion(None)
+
     def _retryable(self, error_type, error):
         if issubclass(error_type, DISCONNECTS):
             return False
@@ -364,11 +392,11 @@ class Session:
             raise errors.DisconnectedError(f"{self.name}: {SERVER_BEHIND_MESSAGE}")
         try:
             with interrupts.deferred():  # a Ctrl-C lands after the read (interrupts.py)
-                tm.begin()
+                tm.begin_read(conn)
                 try:
                     return func(data_root(conn), *args)
                 finally:
-                    tm.abort()
+                    tm.end_read(conn)
         except TRANSLATED as exc:
             raise translate(exc, self.name, storage) from None
 
@@ -387,13 +415,12 @@ class Session:
             storage = db.storage
             try:
                 with interrupts.deferred():
-                    tm.fresh = False  # no ping: the question is "still that snapshot?"
-                    tm.begin()
+                    tm.begin_read(conn, ping=False)  # the question is "still that snapshot?"
                     try:
                         if snapshot_before(conn) == before:
                             return func(data_root(conn))
                     finally:
-                        tm.abort()
+                        tm.end_read(conn)
             except TRANSLATED as exc:
                 raise translate(exc, self.name, storage) from None
         return self.read_before(db, before, func)
