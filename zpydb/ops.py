@@ -882,12 +882,8 @@ class DictNode(Node):
             found = tree.items()
         else:
             found = tree.items(min=position[0], excludemin=True)
-        if size is None:
-            taken = list(found)
-        elif backwards:  # a generator
-            taken = list(itertools.islice(found, size + 1))
-        else:  # BTree items slice in C: a third faster than islice's one call per item
-            taken = list(found[:size + 1])
+        # not found[:n]: a BTree items slice counts (loads) every bucket to the end
+        taken = list(itertools.islice(found, None if size is None else size + 1))
         more = size is not None and len(taken) > size
         del taken[size if more else len(taken):]
         if reads is not UNTRACKED:
