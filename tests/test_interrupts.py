@@ -103,7 +103,8 @@ def _raise_term(signum, frame):
 @pytest.fixture
 def term_handler():
     previous = signal.signal(signal.SIGTERM, _raise_term)
-    previous_int = signal.getsignal(signal.SIGINT)
+    # unguarded: each test sees the first statement put the guards in
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     yield
     signal.signal(signal.SIGTERM, previous)
     signal.signal(signal.SIGINT, previous_int)
@@ -121,46 +122,110 @@ def _inject(monkeypatch, when, send):
         if armed[0] and when(signum, handler):
             armed[0] = False
             os.kill(os.getpid(), send)
+            _let_signals_in()
         return old
 
     monkeypatch.setattr(interrupts, "_set_handler", signal_then_send)
     return armed
 
 
+def _let_signals_in():
+    """A signal sent to this process runs its Python handler at the next bytecode
+    boundary of the main thread; a few bounded sleeps make sure it had its chance."""
+    for _ in range(50):
+        time.sleep(0.001)
+
+
 def _assert_handlers_work():
-    assert signal.getsignal(signal.SIGTERM) is _raise_term, (
-        f"SIGTERM handler left as {signal.getsignal(signal.SIGTERM)!r}: every later SIGTERM "
-        f"is swallowed")
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler, (
-        f"SIGINT handler left as {signal.getsignal(signal.SIGINT)!r}: every later Ctrl-C "
-        f"is swallowed")
-
-
-def test_ctrl_c_while_handlers_are_restored_leaves_sigterm_working(fdb, term_handler,
-                                                                   monkeypatch):
-    """interrupts.deferred(): _restore() puts SIGINT's handler back first; a Ctrl-C that
-    arrives before SIGTERM's is back raises out of _restore and leaves the hold's
-    lambda as the SIGTERM handler for good: every later SIGTERM is silently dropped."""
-    fdb['x'] = 0
-    armed = _inject(monkeypatch, lambda s, h: s == signal.SIGINT and h is signal.default_int_handler,
-                    signal.SIGINT)
+    """Between statements each signal reaches the application's handler at once, and
+    inside a statement it is held until the statement ended (the guard is in place)."""
+    with pytest.raises(_Term):
+        os.kill(os.getpid(), signal.SIGTERM)
+        _let_signals_in()
     with pytest.raises(KeyboardInterrupt):
-        fdb['x'] = 1
-    monkeypatch.undo()
-    assert not armed[0]
-    _assert_handlers_work()
+        os.kill(os.getpid(), signal.SIGINT)
+        _let_signals_in()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        assert isinstance(signal.getsignal(signum), interrupts.Guard), signal.getsignal(signum)
 
 
-def test_sigterm_while_handlers_are_installed_leaves_ctrl_c_working(fdb, term_handler,
+def test_sigterm_while_the_guard_goes_in_leaves_both_signals_working(fdb, term_handler,
                                                                     monkeypatch):
-    """interrupts._install(): SIGINT's hold handler goes in first; a SIGTERM (turned into
-    an exception by the application) before SIGTERM's is in raises out of _install,
-    outside deferred()'s try, and the SIGINT hold handler stays: Ctrl-C never works again."""
-    fdb['x'] = 0
-    armed = _inject(monkeypatch, lambda s, h: s == signal.SIGINT and h is not signal.default_int_handler,
+    """The first statement puts a Guard around SIGINT's handler, then SIGTERM's.  A
+    SIGTERM (an exception in this application) between the two reaches the application
+    at once, before the statement began: nothing of it is applied, and the next
+    statement guards what is still unguarded."""
+    armed = _inject(monkeypatch, lambda s, h: s == signal.SIGINT and isinstance(h, interrupts.Guard),
                     signal.SIGTERM)
     with pytest.raises(_Term):
         fdb['x'] = 1
     monkeypatch.undo()
     assert not armed[0]
+    assert interrupts._holds == []
+    with pytest.raises(zpydb.KeyNotFoundError):
+        fdb['x'].value()
+    fdb['x'] = 2
+    assert fdb['x'].value() == 2
     _assert_handlers_work()
+
+
+def test_ctrl_c_while_the_guard_goes_in_is_held_until_the_statement_ended(fdb, term_handler,
+                                                                         monkeypatch):
+    """A Ctrl-C once SIGINT's guard is in (while SIGTERM's goes in) belongs to the
+    statement: held, then raised at its first safe point, with nothing applied."""
+    armed = _inject(monkeypatch, lambda s, h: s == signal.SIGTERM and isinstance(h, interrupts.Guard),
+                    signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt) as raised:
+        fdb['x'] = 1
+    monkeypatch.undo()
+    assert not armed[0]
+    assert "_deliver" in [entry.name for entry in raised.traceback]  # held, then delivered
+    with pytest.raises(zpydb.KeyNotFoundError):
+        fdb['x'].value()
+    _assert_handlers_work()
+
+
+class _SendsSignal(dict):
+    """A mapping that sends a signal to this process while zpydb reads it to store it."""
+
+    def __init__(self, signum):
+        super().__init__(a=1)
+        self.signum = signum
+
+    def __iter__(self):
+        os.kill(os.getpid(), self.signum)
+        _let_signals_in()
+        return super().__iter__()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_inside_a_statement_is_held_and_nothing_is_applied(fdb, term_handler, signum):
+    fdb['x'] = 0
+    with pytest.raises(KeyboardInterrupt if signum == signal.SIGINT else _Term) as raised:
+        fdb['x'] = _SendsSignal(signum)
+    assert "_deliver" in [entry.name for entry in raised.traceback]
+    assert fdb['x'].value() == 0
+    _assert_handlers_work()
+
+
+def test_the_applications_later_handlers_are_honoured(fdb, term_handler):
+    """A handler installed after zpydb's guard gets the signals (and is guarded by the
+    next statement); putting back a handler saved earlier, a guard included, works."""
+    fdb['x'] = 0
+    saved = signal.getsignal(signal.SIGINT)
+    got = []
+    signal.signal(signal.SIGINT, lambda signum, frame: got.append(signum))
+    os.kill(os.getpid(), signal.SIGINT)
+    _let_signals_in()
+    fdb['x'] = 1  # guards the new handler
+    os.kill(os.getpid(), signal.SIGINT)
+    _let_signals_in()
+    assert got == [signal.SIGINT, signal.SIGINT]
+    assert isinstance(signal.getsignal(signal.SIGINT), interrupts.Guard)
+    signal.signal(signal.SIGINT, saved)
+    with pytest.raises(KeyboardInterrupt):
+        os.kill(os.getpid(), signal.SIGINT)
+        _let_signals_in()
+    assert got == [signal.SIGINT, signal.SIGINT]
+    fdb['x'] = 2
+    assert fdb['x'].value() == 2
