@@ -500,7 +500,8 @@ def set_item(root, steps, value, reads=UNTRACKED):
     nothing can fail to convert, the key is its own stored form, and no path
     is formatted unless a message needs it.
     """
-    parent = traverse(root, steps[:-1], reads, for_write=True)
+    # a key of db itself (a bulk load's) has no path to walk
+    parent = root if len(steps) == 1 else traverse(root, steps[:-1], reads, for_write=True)
     key = steps[-1]
     kind = type(key)
     if (kind is str or kind is int) and isinstance(parent, _DICT_NODES):
