@@ -59,6 +59,42 @@ def test_a_failed_statement_inside_a_block_is_rolled_back(db):
     assert db["d"]._run() == {"a": 1, "b": 2, "e": 5}
 
 
+class Text(str):
+    """A str subclass: stored as a plain str, never as this class."""
+
+
+def test_bulk_records_that_cannot_take_the_short_way_fail_alone_in_a_block(db):
+    """A dict of str keys and scalars converts without checks (nodes.plain_dict_node);
+    every other dict -- a key of another kind, a value that cannot be stored,
+    a subclass -- still gets the long way's error naming the path, the block
+    goes on without anything of the failed statement, and commits the rest."""
+    db["d"] = {"a": 1}
+    before = transaction_count(db)
+    with db.transaction() as t:
+        t["ok"] = {"i": 1, "name": "item 1"}
+        with pytest.raises(zpydb.UnorderableKeyError) as mixed:
+            t["mixed"] = {"a": 1, 2: "b"}
+        with pytest.raises(zpydb.UnstorableValueError) as unstorable:
+            t["unstorable"] = {"a": 1, "b": object()}
+        with pytest.raises(zpydb.UnstorableValueError) as nested:
+            t["nested"] = {"a": {"x": 1, "y": {1, 2}}}
+        with pytest.raises(zpydb.UnorderableKeyError) as int_key:
+            t["d"][5] = {"x": 1}                    # an int key into a str-keyed dict
+        t["sub"] = {Text("k"): Text("v"), "n": True}
+        t["many"] = {f"k{n}": n for n in range(100)}   # past one bucket: a BigDict
+        t["empty"] = {}
+    assert mixed.value.path == "db['mixed']"
+    assert unstorable.value.path == "db['unstorable']['b']"
+    assert nested.value.path == "db['nested']['a']['y']"
+    assert int_key.value.path == "db['d'][5]"
+    assert transaction_count(db) == before + 1
+    assert db._run() == {"d": {"a": 1}, "ok": {"i": 1, "name": "item 1"}, "sub": {"k": "v", "n": True},
+                         "many": {f"k{n}": n for n in range(100)}, "empty": {}}
+    stored = db["sub"]._run()
+    assert [type(k) for k in stored] == [str, str] and type(stored["k"]) is str
+    assert len(db["many"]) == 100 and db["many"]["k99"]._run() == 99
+
+
 def test_reads_in_a_block_see_one_snapshot(backend):
     db, other = backend.connect(), backend.connect()
     db["x"] = 1
