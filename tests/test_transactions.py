@@ -138,6 +138,25 @@ def test_write_skew_is_prevented(backend):
     assert first["doctors"]._run() == {"alice": "on call", "bob": "off"}
 
 
+def test_a_read_registered_once_still_holds_after_the_block_writes_next_to_it(backend):
+    """A block registers each object it reads once (Block.register); reading the
+    same bucket again, after writing into it (ZODB then drops its own readCurrent
+    for the bucket) and after a savepoint, still fails the commit when another
+    client changed what the block read."""
+    first, second = backend.connect(), backend.connect()
+    first["d"] = {"a": 1, "b": 2}
+    block = first.transaction()
+    t1 = block.__enter__()
+    assert t1["d"]["a"]._run() == 1               # registers d's bucket
+    t1["d"]["b"] = 20                             # the same bucket, written
+    block.block.tm.savepoint(optimistic=True)     # stores it: ZODB forgets the read
+    assert t1["d"]["a"]._run() == 1               # registered already: skipped
+    second["d"]["a"] = 100                        # what the block read changes
+    with pytest.raises(zpydb.ConflictError):
+        block.__exit__(None, None, None)
+    assert first["d"]._run() == {"a": 100, "b": 2}
+
+
 def test_conflicting_blocks_raise_and_change_nothing(backend):
     first, second = backend.connect(), backend.connect()
     first["n"] = 0

@@ -274,9 +274,17 @@ class Block:
         A ghost (not loaded yet, or evicted from the cache) reports serial 0
         or the serial it had when it was last loaded, so it is loaded first;
         the serial is then the one of this block's snapshot.
+
+        An object already in the read set was registered in this transaction
+        (the set starts empty with each one: ``reset``), and the first serial
+        is the one that counts (``setdefault``): the guard checks it at commit
+        even where ZODB dropped its own ``readCurrent`` entry (an object the
+        block also wrote), so registering it again would add nothing.  A block
+        that reads the same dict for every item registers its buckets once.
         """
-        if getattr(obj, "_p_oid", None) is None:
-            return  # created in this block: nothing to check
+        oid = getattr(obj, "_p_oid", None)
+        if oid is None or oid in self.read_set:
+            return  # created in this block (nothing to check), or registered already
         obj._p_activate()
         if obj._p_serial != z64:
             self.conn.readCurrent(obj)
