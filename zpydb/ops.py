@@ -505,14 +505,15 @@ def set_item(root, steps, value, reads=UNTRACKED):
     key = steps[-1]
     kind = type(key)
     if (kind is str or kind is int) and isinstance(parent, _DICT_NODES):
-        node = _simple_node(value, len(steps))
+        node = value if type(value) in _SCALAR_TYPES else _simple_node(value, len(steps))
         if node is not _LONG_WAY:
             try:
                 parent[key] = node
             except TypeError:  # a key of another kind than the dict's: the long way says so
                 pass
             else:
-                _wrap_if_big(root, steps[:-1], parent)
+                if type(parent) is OOBTree:  # only a plain tree is ever wrapped
+                    _wrap_if_big(root, steps[:-1], parent)
                 return
     path = format_path(steps)
     sliced = isinstance(key, slice)

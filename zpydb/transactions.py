@@ -307,10 +307,12 @@ class Block:
         """One statement of the block: a Ctrl-C during it lands after it (the
         block is then aborted as a whole by whoever catches the interrupt).
         ``blind`` changes nothing here: a block's transaction begins up to date."""
-        self._check()
+        if self.done:  # _check(), inline: a bulk load runs this per item
+            self._check()
+        writes = self._writes
         with interrupts.deferred():
-            try:  # _translated(), inline: a bulk load runs this per item
-                if self._writes and self._writes % SAVEPOINT_EVERY == 0:
+            try:  # _translated(), inline
+                if writes and writes % SAVEPOINT_EVERY == 0:
                     # when the next write comes, not after the last one: a block that
                     # ends there commits without copying its last writes once more
                     self.tm.savepoint(optimistic=True)  # the cache may drop what was written
@@ -325,7 +327,7 @@ class Block:
             self.notes.append(text)
             self._note_room -= len(text) + 2
         self.wrote.append(wrote)
-        self._writes += 1
+        self._writes = writes + 1
         return result
 
     def commit(self):
