@@ -177,8 +177,8 @@ SCALAR_VALUES = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(all
 RECORD_KEYS = st.one_of(st.text(max_size=4), st.text(max_size=4).map(_Key), st.integers(0, 9))
 
 
-@given(record=st.dictionaries(RECORD_KEYS, st.one_of(SCALAR_VALUES, st.lists(SCALAR_VALUES, max_size=2)),
-                              max_size=40))
+@given(record=st.dictionaries(
+    RECORD_KEYS, st.one_of(SCALAR_VALUES, st.lists(SCALAR_VALUES, max_size=2)), max_size=40))
 @settings(max_examples=300, deadline=None)
 def test_the_short_way_for_plain_records_stores_what_the_long_way_stores(record):
     """``plain_dict_node`` takes exactly the dicts of exact str keys and scalar values,
@@ -193,8 +193,10 @@ def test_the_short_way_for_plain_records_stores_what_the_long_way_stores(record)
         assert not simple
         return
     plain = nodes.to_plain(converted)
-    assert plain == {str(k): v for k, v in record.items()} if all(isinstance(k, str) for k in record) \
-        else plain == record
+    if all(isinstance(k, str) for k in record):
+        assert plain == {str(k): v for k, v in record.items()}
+    else:
+        assert plain == record
     assert all(type(k) in (str, int) for k in plain)
     if simple:
         assert nodes.to_plain(node) == plain

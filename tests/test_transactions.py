@@ -88,7 +88,8 @@ def test_bulk_records_that_cannot_take_the_short_way_fail_alone_in_a_block(db):
     assert nested.value.path == "db['nested']['a']['y']"
     assert int_key.value.path == "db['d'][5]"
     assert transaction_count(db) == before + 1
-    assert db._run() == {"d": {"a": 1}, "ok": {"i": 1, "name": "item 1"}, "sub": {"k": "v", "n": True},
+    assert db._run() == {"d": {"a": 1}, "ok": {"i": 1, "name": "item 1"},
+                         "sub": {"k": "v", "n": True},
                          "many": {f"k{n}": n for n in range(100)}, "empty": {}}
     stored = db["sub"]._run()
     assert [type(k) for k in stored] == [str, str] and type(stored["k"]) is str
