@@ -166,3 +166,38 @@ def test_short_repr_never_runs_a_subclass_repr():
 
     assert nodes.short_repr(Hostile(3)) == "3" and nodes.short_repr(True) == "True"
     assert nodes.short_repr(Hostile(2 ** 20000)) == "<int of about 6021 digits>"
+
+
+class _Key(str):
+    """A str subclass key: not a plain record, so the long way converts it."""
+
+
+SCALAR_VALUES = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False),
+                          st.text(max_size=5), st.binary(max_size=5))
+RECORD_KEYS = st.one_of(st.text(max_size=4), st.text(max_size=4).map(_Key), st.integers(0, 9))
+
+
+@given(record=st.dictionaries(
+    RECORD_KEYS, st.one_of(SCALAR_VALUES, st.lists(SCALAR_VALUES, max_size=2)), max_size=40))
+@settings(max_examples=300, deadline=None)
+def test_the_short_way_for_plain_records_stores_what_the_long_way_stores(record):
+    """``plain_dict_node`` takes exactly the dicts of exact str keys and scalar values,
+    and stores them as to_node always did; every other dict is left to the long way."""
+    simple = all(type(k) is str for k in record) and \
+        all(type(v) in nodes.SCALARS for v in record.values())
+    node = nodes.plain_dict_node(record)
+    assert (node is not None) == simple
+    try:
+        converted = nodes.to_node(record, "db['r']")
+    except zpydb.UnorderableKeyError:  # str and int keys mixed: never the short way
+        assert not simple
+        return
+    plain = nodes.to_plain(converted)
+    if all(isinstance(k, str) for k in record):
+        assert plain == {str(k): v for k, v in record.items()}
+    else:
+        assert plain == record
+    assert all(type(k) in (str, int) for k in plain)
+    if simple:
+        assert nodes.to_plain(node) == plain
+        assert type(node) is type(converted) and len(node) == len(record)

@@ -59,6 +59,43 @@ def test_a_failed_statement_inside_a_block_is_rolled_back(db):
     assert db["d"]._run() == {"a": 1, "b": 2, "e": 5}
 
 
+class Text(str):
+    """A str subclass: stored as a plain str, never as this class."""
+
+
+def test_bulk_records_that_cannot_take_the_short_way_fail_alone_in_a_block(db):
+    """A dict of str keys and scalars converts without checks (nodes.plain_dict_node);
+    every other dict -- a key of another kind, a value that cannot be stored,
+    a subclass -- still gets the long way's error naming the path, the block
+    goes on without anything of the failed statement, and commits the rest."""
+    db["d"] = {"a": 1}
+    before = transaction_count(db)
+    with db.transaction() as t:
+        t["ok"] = {"i": 1, "name": "item 1"}
+        with pytest.raises(zpydb.UnorderableKeyError) as mixed:
+            t["mixed"] = {"a": 1, 2: "b"}
+        with pytest.raises(zpydb.UnstorableValueError) as unstorable:
+            t["unstorable"] = {"a": 1, "b": object()}
+        with pytest.raises(zpydb.UnstorableValueError) as nested:
+            t["nested"] = {"a": {"x": 1, "y": {1, 2}}}
+        with pytest.raises(zpydb.UnorderableKeyError) as int_key:
+            t["d"][5] = {"x": 1}                    # an int key into a str-keyed dict
+        t["sub"] = {Text("k"): Text("v"), "n": True}
+        t["many"] = {f"k{n}": n for n in range(100)}   # past one bucket: a BigDict
+        t["empty"] = {}
+    assert mixed.value.path == "db['mixed']"
+    assert unstorable.value.path == "db['unstorable']['b']"
+    assert nested.value.path == "db['nested']['a']['y']"
+    assert int_key.value.path == "db['d'][5]"
+    assert transaction_count(db) == before + 1
+    assert db._run() == {"d": {"a": 1}, "ok": {"i": 1, "name": "item 1"},
+                         "sub": {"k": "v", "n": True},
+                         "many": {f"k{n}": n for n in range(100)}, "empty": {}}
+    stored = db["sub"]._run()
+    assert [type(k) for k in stored] == [str, str] and type(stored["k"]) is str
+    assert len(db["many"]) == 100 and db["many"]["k99"]._run() == 99
+
+
 def test_reads_in_a_block_see_one_snapshot(backend):
     db, other = backend.connect(), backend.connect()
     db["x"] = 1
@@ -100,6 +137,25 @@ def test_write_skew_is_prevented(backend):
     with pytest.raises(zpydb.ConflictError):
         block_a.__exit__(None, None, None)
     assert first["doctors"]._run() == {"alice": "on call", "bob": "off"}
+
+
+def test_a_read_registered_once_still_holds_after_the_block_writes_next_to_it(backend):
+    """A block registers each object it reads once (Block.register); reading the
+    same bucket again, after writing into it (ZODB then drops its own readCurrent
+    for the bucket) and after a savepoint, still fails the commit when another
+    client changed what the block read."""
+    first, second = backend.connect(), backend.connect()
+    first["d"] = {"a": 1, "b": 2}
+    block = first.transaction()
+    t1 = block.__enter__()
+    assert t1["d"]["a"]._run() == 1               # registers d's bucket
+    t1["d"]["b"] = 20                             # the same bucket, written
+    block.block.tm.savepoint(optimistic=True)     # stores it: ZODB forgets the read
+    assert t1["d"]["a"]._run() == 1               # registered already: skipped
+    second["d"]["a"] = 100                        # what the block read changes
+    with pytest.raises(zpydb.ConflictError):
+        block.__exit__(None, None, None)
+    assert first["d"]._run() == {"a": 100, "b": 2}
 
 
 def test_conflicting_blocks_raise_and_change_nothing(backend):

@@ -176,6 +176,23 @@ def test_too_deep_values_are_refused_with_the_path(db, value):
     assert f"at most {MAX_DEPTH} levels" in error.message
 
 
+def test_a_dict_of_scalars_counts_towards_the_limit_too(db):
+    """The short way of set_item (a dict of str keys and scalars) checks the depth
+    as the long way does: a dict at level MAX_DEPTH is stored, one deeper is not."""
+    db["d"] = {}
+    steps = ["d"]
+    for _ in range(MAX_DEPTH - 2):                     # dicts down to level MAX_DEPTH - 1
+        path_to(db, steps)["k"] = {}
+        steps.append("k")
+    parent = path_to(db, steps)
+    parent["x"] = {"a": 1, "b": "two"}                 # level MAX_DEPTH: fine
+    assert parent["x"]._run() == {"a": 1, "b": "two"}
+    error = refuses(db, lambda: parent["x"].__setitem__("y", {"a": 1}),
+                    zpydb.UnstorableValueError, "levels below db")
+    assert error.path == "db" + "".join(f"[{s!r}]" for s in steps) + "['x']['y']"
+    parent["x"]["y"] = 1                               # a scalar there is fine
+
+
 def test_the_limit_counts_from_db_for_every_kind_of_write(db):
     """Values written at a deep path: set, append, insert, extend, update, setdefault, slice, +=."""
     db["a"] = nest_lists(MAX_DEPTH - 2, leaf=[])      # innermost [] at level MAX_DEPTH - 1

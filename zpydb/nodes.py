@@ -101,6 +101,8 @@ def to_node(value, path="db", level=1, parents=()):
         return value
     if isinstance(value, SCALARS):  # a subclass (IntEnum...): stored as its base value
         return safety.exact_scalar(value, path)
+    if type(value) is dict:  # before the Mapping ABC check, which costs more than the rest
+        return _dict_node(value, path, level, _enter(value, path, level, parents))
     if isinstance(value, Mapping):
         return _dict_node(value, path, level, _enter(value, path, level, parents))
     if isinstance(value, (list, range)) or _is_sequence_view(value):
@@ -184,6 +186,9 @@ def _tuple_item(item, path, level):
 
 
 def _dict_node(mapping, path, level, parents):
+    node = plain_dict_node(mapping)
+    if node is not None:
+        return node
     pairs = _pairs(mapping, path)
     keys = [key if type(key) is str else check_key_type(key, path, level) for key, _ in pairs]
     check_keys_orderable(keys, path)
@@ -192,6 +197,29 @@ def _dict_node(mapping, path, level, parents):
               for key, (_, value) in zip(keys, pairs)]
     # inserted in C, in order (a later equal key wins)
     return make_dict_node(OOBTree(list(zip(keys, values))))
+
+
+def plain_dict_node(mapping):
+    """The node of a builtin dict whose keys are all exact str and values all exact
+    scalars (a bulk load's records), or None for any other value.
+
+    Such a dict needs none of :func:`_dict_node`'s checks: str keys always order
+    against each other, scalars convert to themselves, and it can neither nest
+    (its depth is its caller's to check) nor contain itself.  So the tree is
+    built from the dict in C, and an error naming a path is never needed.
+    """
+    if type(mapping) is not dict:
+        return None
+    for key, value in mapping.items():
+        if type(key) is not str or type(value) not in _PLAIN:
+            return None
+    tree = OOBTree(mapping)
+    # fewer keys than a bucket holds: one bucket, no need to ask the tree
+    return tree if len(mapping) < _BUCKET_SIZE else make_dict_node(tree)
+
+
+#: Keys one OOBTree bucket holds before it splits (BTrees' ``max_leaf_size``).
+_BUCKET_SIZE = OOBTree.max_leaf_size
 
 
 def make_dict_node(tree):

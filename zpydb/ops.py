@@ -495,22 +495,26 @@ def _require_container(node, path):
 def set_item(root, steps, value, reads=UNTRACKED):
     """``db[...][key] = value``: convert deeply (depth counted from db), then store.
 
-    A scalar stored under a str or int key of a dict -- most writes -- takes
-    the short way: nothing to convert, the key is its own stored form, and no
-    path is formatted unless a message needs it.
+    A scalar, or a dict of str keys and scalars (a bulk load's record), stored
+    under a str or int key of a dict -- most writes -- takes the short way:
+    nothing can fail to convert, the key is its own stored form, and no path
+    is formatted unless a message needs it.
     """
-    parent = traverse(root, steps[:-1], reads, for_write=True)
+    # a key of db itself (a bulk load's) has no path to walk
+    parent = root if len(steps) == 1 else traverse(root, steps[:-1], reads, for_write=True)
     key = steps[-1]
     kind = type(key)
-    if (kind is str or kind is int) and type(value) in _SCALAR_TYPES and \
-            isinstance(parent, _DICT_NODES):
-        try:
-            parent[key] = value
-        except TypeError:  # a key of another kind than the dict's: the long way says so
-            pass
-        else:
-            _wrap_if_big(root, steps[:-1], parent)
-            return
+    if (kind is str or kind is int) and isinstance(parent, _DICT_NODES):
+        node = value if type(value) in _SCALAR_TYPES else _simple_node(value, len(steps))
+        if node is not _LONG_WAY:
+            try:
+                parent[key] = node
+            except TypeError:  # a key of another kind than the dict's: the long way says so
+                pass
+            else:
+                if type(parent) is OOBTree:  # only a plain tree is ever wrapped
+                    _wrap_if_big(root, steps[:-1], parent)
+                return
     path = format_path(steps)
     sliced = isinstance(key, slice)
     node = nodes.to_node(value, path, len(steps) - sliced)  # a slice's items sit at len(steps)
@@ -530,6 +534,20 @@ def set_item(root, steps, value, reads=UNTRACKED):
 
 
 _SCALAR_TYPES = frozenset(nodes.SCALARS)
+_LONG_WAY = object()
+
+
+def _simple_node(value, level):
+    """The stored form of a value that cannot fail to convert (a scalar, a dict of
+    str keys and scalars at a level the depth limit allows), or :data:`_LONG_WAY`:
+    :func:`nodes.to_node` converts the rest, with the path its errors name."""
+    if type(value) in _SCALAR_TYPES:
+        return value
+    if level <= nodes.MAX_DEPTH:
+        node = nodes.plain_dict_node(value)
+        if node is not None:
+            return node
+    return _LONG_WAY
 _first, _second = operator.itemgetter(0), operator.itemgetter(1)
 
 

@@ -232,9 +232,19 @@ class Path:
     def __setitem__(self, key, value):
         if type(key) is not str and type(key) is not int:
             key = _key(key)
-        if isinstance(value, _Applied) and value._steps == self._steps + (key,):
-            return  # the augmented assignment already wrote it, atomically
         steps = self._steps + (key,)
+        if isinstance(value, Path):
+            self._set_path(steps, value)
+            return
+        # a plain value (a bulk load runs this per item): no Path to resolve
+        self._executor.write(
+            lambda root, reads: ops.set_item(root, steps, value, reads),
+            lambda: f"{ops.format_path(steps)} = {_short_repr(value)}", steps, blind=True)
+
+    def _set_path(self, steps, value):
+        """``p[k] = other_path``: a copy of its value, read in the same transaction."""
+        if isinstance(value, _Applied) and value._steps == steps:
+            return  # the augmented assignment already wrote it, atomically
         shown = value
         note = lambda: f"{ops.format_path(steps)} = {_short_repr(shown)}"  # noqa: E731
         value = _own_or_plain(value, self._executor)

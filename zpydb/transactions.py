@@ -274,9 +274,17 @@ class Block:
         A ghost (not loaded yet, or evicted from the cache) reports serial 0
         or the serial it had when it was last loaded, so it is loaded first;
         the serial is then the one of this block's snapshot.
+
+        An object already in the read set was registered in this transaction
+        (the set starts empty with each one: ``reset``), and the first serial
+        is the one that counts (``setdefault``): the guard checks it at commit
+        even where ZODB dropped its own ``readCurrent`` entry (an object the
+        block also wrote), so registering it again would add nothing.  A block
+        that reads the same dict for every item registers its buckets once.
         """
-        if getattr(obj, "_p_oid", None) is None:
-            return  # created in this block: nothing to check
+        oid = getattr(obj, "_p_oid", None)
+        if oid is None or oid in self.read_set:
+            return  # created in this block (nothing to check), or registered already
         obj._p_activate()
         if obj._p_serial != z64:
             self.conn.readCurrent(obj)
@@ -299,10 +307,12 @@ class Block:
         """One statement of the block: a Ctrl-C during it lands after it (the
         block is then aborted as a whole by whoever catches the interrupt).
         ``blind`` changes nothing here: a block's transaction begins up to date."""
-        self._check()
+        if self.done:  # _check(), inline: a bulk load runs this per item
+            self._check()
+        writes = self._writes
         with interrupts.deferred():
-            try:  # _translated(), inline: a bulk load runs this per item
-                if self._writes and self._writes % SAVEPOINT_EVERY == 0:
+            try:  # _translated(), inline
+                if writes and writes % SAVEPOINT_EVERY == 0:
                     # when the next write comes, not after the last one: a block that
                     # ends there commits without copying its last writes once more
                     self.tm.savepoint(optimistic=True)  # the cache may drop what was written
@@ -317,7 +327,7 @@ class Block:
             self.notes.append(text)
             self._note_room -= len(text) + 2
         self.wrote.append(wrote)
-        self._writes += 1
+        self._writes = writes + 1
         return result
 
     def commit(self):
