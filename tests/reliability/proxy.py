@@ -25,7 +25,10 @@ from tests.servers import HOST
 MARKERS = {"finish": b"tpc_finish", "vote": b"vote", "next": b"", "stall": b"vote"}
 
 
-class DropProxy:
+class _Relay:
+    """A listening socket on loopback that connects each client to ``target`` and
+    starts ``_relay(client, server)`` for the pair; ``close()`` closes every socket."""
+
     def __init__(self, target):
         self.target = target
         self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -34,8 +37,6 @@ class DropProxy:
         self.listener.listen(16)
         self.port = self.listener.getsockname()[1]
         self.lock = threading.Lock()
-        self.armed = None
-        self.fired = []
         self.sockets = []
         self.closed = False
 
@@ -47,15 +48,6 @@ class DropProxy:
         threading.Thread(target=self._accept, daemon=True).start()
         return self
 
-    def arm(self, trigger, marker=None):
-        """Cut at the next ``trigger``; ``marker`` replaces the bytes that identify it
-        (e.g. ``b"COMMIT"`` in front of PostgreSQL)."""
-        if trigger not in MARKERS:
-            raise ValueError(trigger)
-        with self.lock:
-            self.armed = trigger
-            self.marker = MARKERS[trigger] if marker is None else marker
-
     def close(self):
         self.closed = True
         for sock in [self.listener] + self.sockets:
@@ -64,7 +56,6 @@ class DropProxy:
             except OSError:
                 pass
 
-    # -- internals ----------------------------------------------------------
     def _accept(self):
         while not self.closed:
             try:
@@ -78,9 +69,29 @@ class DropProxy:
                 client.close()
                 continue
             self.sockets += [client, server]
-            pair = {"state": None, "client": client, "server": server}
-            threading.Thread(target=self._upstream, args=(pair,), daemon=True).start()
-            threading.Thread(target=self._downstream, args=(pair,), daemon=True).start()
+            self._relay(client, server)  # each subclass's own pair of pumps
+
+
+class DropProxy(_Relay):
+    def __init__(self, target):
+        super().__init__(target)
+        self.armed = None
+        self.fired = []
+
+    def arm(self, trigger, marker=None):
+        """Cut at the next ``trigger``; ``marker`` replaces the bytes that identify it
+        (e.g. ``b"COMMIT"`` in front of PostgreSQL)."""
+        if trigger not in MARKERS:
+            raise ValueError(trigger)
+        with self.lock:
+            self.armed = trigger
+            self.marker = MARKERS[trigger] if marker is None else marker
+
+    # -- internals ----------------------------------------------------------
+    def _relay(self, client, server):
+        pair = {"state": None, "client": client, "server": server}
+        threading.Thread(target=self._upstream, args=(pair,), daemon=True).start()
+        threading.Thread(target=self._downstream, args=(pair,), daemon=True).start()
 
     def _cut(self, pair):
         for name in ("client", "server"):
@@ -160,7 +171,7 @@ class DropProxy:
                 return
 
 
-class HoldProxy:
+class HoldProxy(_Relay):
     """A loopback TCP proxy that can hold back what the server sends to the client.
 
     ``hold()``: from now on, bytes from the server are kept (``held`` counts
@@ -173,27 +184,11 @@ class HoldProxy:
     """
 
     def __init__(self, target):
-        self.target = target
-        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.listener.bind((HOST, 0))
-        self.listener.listen(16)
-        self.port = self.listener.getsockname()[1]
-        self.lock = threading.Lock()
+        super().__init__(target)
         self.holding = False
         self.kept = []   # (client socket, bytes) held back, in order
         self.held = 0
         self.sent = 0
-        self.sockets = []
-        self.closed = False
-
-    @property
-    def url(self):
-        return f"zeo://{HOST}:{self.port}"
-
-    def start(self):
-        threading.Thread(target=self._accept, daemon=True).start()
-        return self
 
     def hold(self):
         with self.lock:
@@ -210,31 +205,11 @@ class HoldProxy:
                 except OSError:
                     pass
 
-    def close(self):
-        self.closed = True
-        for sock in [self.listener] + self.sockets:
-            try:
-                sock.close()
-            except OSError:
-                pass
-
-    def _accept(self):
-        while not self.closed:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            try:
-                server = socket.create_connection(self.target, timeout=10)
-                server.settimeout(None)
-            except OSError:
-                client.close()
-                continue
-            self.sockets += [client, server]
-            threading.Thread(target=self._pump, args=(client, server, False),
-                             daemon=True).start()
-            threading.Thread(target=self._pump, args=(server, client, True),
-                             daemon=True).start()
+    def _relay(self, client, server):
+        threading.Thread(target=self._pump, args=(client, server, False),
+                         daemon=True).start()
+        threading.Thread(target=self._pump, args=(server, client, True),
+                         daemon=True).start()
 
     def _pump(self, source, sink, from_server):
         while True:
