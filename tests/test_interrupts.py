@@ -229,3 +229,35 @@ def test_the_applications_later_handlers_are_honoured(fdb, term_handler):
     assert got == [signal.SIGINT, signal.SIGINT]
     fdb['x'] = 2
     assert fdb['x'].value() == 2
+
+
+_LAST_CLOSE_CHILD = r'''
+import asyncio, signal, sys, zpydb
+from zpydb import interrupts
+first = zpydb.connect(sys.argv[1] + "/a.fs")
+second = zpydb.connect(sys.argv[1] + "/b.fs")
+first["x"] = 1
+assert isinstance(signal.getsignal(signal.SIGINT), interrupts.Guard)
+first.close()
+assert isinstance(signal.getsignal(signal.SIGINT), interrupts.Guard), "second is open"
+second["x"] = 2
+second.close()
+assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+async def handler_in_the_loop():
+    return signal.getsignal(signal.SIGINT)
+
+assert asyncio.run(handler_in_the_loop()) is not signal.default_int_handler, "asyncio's"
+print("ok", flush=True)
+'''
+
+
+def test_the_last_close_takes_the_guards_out(tmp_path):
+    """While a database is open its statements keep the guards in; when the last one
+    closes (in the main thread) the handlers are back as they were, so code that looks
+    for Python's default handler (asyncio.run installs its own) finds it.  In a fresh
+    process: the count of open databases is per process."""
+    child = _child(_LAST_CLOSE_CHILD, str(tmp_path))
+    out, _ = child.communicate(timeout=60)
+    assert child.returncode == 0 and out.strip().endswith("ok"), out

@@ -170,6 +170,34 @@ def _guard():
             _swap(signum, Guard(handler))
 
 
+_users = 0  # open databases (Session): the last one to close takes the guards out
+_users_lock = threading.Lock()
+
+
+def retain():
+    """A database was opened: its statements may put the guards in."""
+    global _users
+    with _users_lock:
+        _users += 1
+
+
+def release():
+    """A database was closed.  The last one takes the guards out again, so that
+    ``signal.getsignal()`` shows the application's own handlers and code that
+    looks for Python's default one finds it (``asyncio.run`` installs its own
+    SIGINT handler only then).  Only the main thread can change handlers; a
+    guard left by a close in another thread passes every signal on."""
+    global _users
+    with _users_lock:
+        _users = max(0, _users - 1)
+        last = _users == 0
+    if last and not _holds and threading.current_thread() is threading.main_thread():
+        for signum in HELD:
+            handler = _get_handler(signum)
+            if type(handler) is Guard:
+                _swap(signum, handler.previous)
+
+
 def _end(hold):
     if _holds and _holds[-1] is hold:
         _holds.pop()

@@ -291,6 +291,7 @@ class Session:
             if each is not None:
                 _forget_prefetched_oids_on_reconnect(each.storage)
         self._ensure_data_root()
+        interrupts.retain()  # released by close(): the last close takes the guards out
 
     @property
     def db(self):
@@ -602,6 +603,7 @@ class Session:
         self.opened.close()
         if self.read_opened:
             self.read_opened.close()
+        interrupts.release()
 
 
 def back_off(number, deadline=None, base=0.002, cap=0.5):
