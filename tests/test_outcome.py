@@ -80,7 +80,10 @@ class Injector:
 def inject(db, phase, action, sort_key=LAST):
     tm, _conn = db._session.connection()
     fault = Fault(tm, phase, action, sort_key)
-    Injector(tm, fault)
+    # the transaction manager holds its synchronizers weakly: without this strong
+    # reference a garbage collection before the statement (any time, in a full run)
+    # dropped the injector and the fault never fired
+    tm.test_injectors = getattr(tm, "test_injectors", []) + [Injector(tm, fault)]
     return fault
 
 

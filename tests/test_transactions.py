@@ -283,7 +283,8 @@ def test_closing_with_an_open_lock_applies_nothing(backend):
 
 
 def _peak_of_block(fdb, count, tag):
-    """tracemalloc's peak while one block writes ``count`` records of ~300 bytes."""
+    """tracemalloc's peak while one block writes ``count`` records of ~2 KB (the
+    records, not the keys in the root's buckets, are what must not pile up)."""
     import gc
     import tracemalloc
     for conn in fdb._session.db.pool:
@@ -293,7 +294,7 @@ def _peak_of_block(fdb, count, tag):
     try:
         with fdb.transaction() as t:
             for n in range(count):
-                t[f"{tag}{n:06d}"] = {"n": n, "text": f"{n:0300d}"}
+                t[f"{tag}{n:06d}"] = {"n": n, "text": f"{n:02000d}"}
         return tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -303,7 +304,7 @@ def test_a_long_block_holds_a_bounded_number_of_written_records(fdb, monkeypatch
     """Past SAVEPOINT_EVERY writes a block takes a savepoint, and the records it saved
     can leave memory (ZODB's cache ghosts them).  Measured against the same blocks
     without savepoints (the attack): the peak of a long block is less than half, and
-    what each further write adds to it is less than half (what is left per write: the
+    what each further write adds to it less than a third (what is left per write: the
     key in the root's buckets and ZODB's index of the saved records)."""
     from zpydb import transactions
     fdb._session.db.setCacheSize(500)
@@ -312,5 +313,6 @@ def test_a_long_block_holds_a_bounded_number_of_written_records(fdb, monkeypatch
     assert len(fdb) == 8000 and fdb["b005999"]["n"].value() == 5999
     monkeypatch.setattr(transactions, "SAVEPOINT_EVERY", 10**9)
     short_all, long_all = _peak_of_block(fdb, 2000, "c"), _peak_of_block(fdb, 6000, "d")
+    print({"with savepoints": (short, long), "without": (short_all, long_all)})
     assert 2 * long < long_all, (long, long_all)
-    assert 2 * (long - short) < long_all - short_all, (short, long, short_all, long_all)
+    assert 3 * (long - short) < long_all - short_all, (short, long, short_all, long_all)
