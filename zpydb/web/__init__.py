@@ -25,6 +25,9 @@ from ..errors import Error
 DEFAULT_ADDRESS = "127.0.0.1:8110"
 DEFAULT_MAX_BODY = 16 * 1024 * 1024
 DEFAULT_THREADS = 8
+#: Seconds a client has to send a whole request head (nginx's client_header_timeout
+#: is 60 s, Node's headersTimeout 60 s; a head is a few hundred bytes).
+DEFAULT_HEAD_TIMEOUT = 30
 
 
 class WebUsageError(Error):
@@ -52,6 +55,10 @@ def register_commands(subparsers):
                         help=f"worker threads for database calls (default {DEFAULT_THREADS})")
     parser.add_argument("--keep-alive", type=float, default=30.0, metavar="SECONDS",
                         help="seconds between keep-alive events on an idle stream (default 30)")
+    parser.add_argument("--head-timeout", type=float, default=DEFAULT_HEAD_TIMEOUT,
+                        metavar="SECONDS",
+                        help=f"seconds a client has to send a whole request line and headers "
+                             f"(then 408 and closed; default {DEFAULT_HEAD_TIMEOUT})")
     parser.add_argument("--max-streams", type=int, default=1000, metavar="N",
                         help="open event streams at most (one thread each; default 1000)")
     parser.add_argument("--log-requests", action="store_true",
@@ -105,6 +112,8 @@ def check_arguments(args):
         raise WebUsageError(f"--max-body must be at least 1 byte, not {args.max_body}")
     if not 0.05 <= args.keep_alive <= 3600:
         raise WebUsageError(f"--keep-alive must be 0.05..3600 seconds, not {args.keep_alive}")
+    if not 0.1 <= args.head_timeout <= 3600:
+        raise WebUsageError(f"--head-timeout must be 0.1..3600 seconds, not {args.head_timeout}")
     if not 0 <= args.max_streams <= 100_000:
         raise WebUsageError(f"--max-streams must be 0..100000, not {args.max_streams}")
     if not 1 <= args.threads <= 256:
@@ -124,7 +133,7 @@ def serve(args):
     from .. import access
     from ..database import connect
     from .app import Config, make_app
-    from .protocol import BoundedHttpToolsProtocol
+    from .protocol import bounded_protocol
 
     host, port = parse_address(args.address)
     tokens = access.Tokens.load(args.tokens) if args.tokens else None
@@ -153,7 +162,7 @@ def serve(args):
             app, host=host, port=port, log_level="warning", access_log=False,
             ssl_certfile=args.tls_cert, ssl_keyfile=args.tls_key, lifespan="off",
             server_header=False, timeout_graceful_shutdown=10,
-            http=BoundedHttpToolsProtocol, ws="none"))
+            http=bounded_protocol(args.head_timeout), ws="none"))
         # uvicorn drains on SIGTERM, then raises the signal again with the handler it
         # found: with this one the database is closed (Data.fs.index written) before exit
         signal.signal(signal.SIGTERM, _exit_on_sigterm)

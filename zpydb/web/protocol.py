@@ -18,16 +18,19 @@ Idle keep-alive connections between requests are uvicorn's (5 s).
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from . import DEFAULT_HEAD_TIMEOUT as HEAD_TIMEOUT  # seconds: ``zpydb web --head-timeout``
+
 #: The largest request head taken (the request line and all headers): as nginx's
 #: 4 x 8k large_client_header_buffers, with room for long paths and tokens.
 MAX_HEAD = 64 * 1024
-#: Seconds a client has to send a whole request head (nginx's client_header_timeout
-#: is 60 s, Node's headersTimeout 60 s; a head is a few hundred bytes).
-HEAD_TIMEOUT = 30
 _MESSAGE = (b'{"error":"the request line and headers are over 64 KiB, the most this server '
             b'takes"}')
-_TIMEOUT_MESSAGE = (b'{"error":"the request line and headers did not arrive within %d s"}'
-                    % HEAD_TIMEOUT)
+
+
+def bounded_protocol(head_timeout=HEAD_TIMEOUT):
+    """The protocol class uvicorn builds per connection, with this head timeout."""
+    return type("BoundedHttpToolsProtocol", (BoundedHttpToolsProtocol,),
+                {"head_timeout": head_timeout})
 
 
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
@@ -38,6 +41,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     the next head), so a connection holds at most MAX_HEAD plus one read's
     worth of head.
     """
+
+    head_timeout = HEAD_TIMEOUT  # seconds: bounded_protocol() makes the served class
 
     def connection_made(self, transport):
         self._in_head, self._head_bytes, self._boundaries = True, 0, 0
@@ -51,7 +56,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_begin(self):
         super().on_message_begin()
-        self._start_head_timer()  # the first byte of a head: it has HEAD_TIMEOUT to end
+        self._start_head_timer()  # the first byte of a head: it has head_timeout to end
 
     def on_headers_complete(self):
         self._in_head, self._head_bytes = False, 0
@@ -75,7 +80,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def _start_head_timer(self):
         self._cancel_head_timer()
-        self._head_timer = self.loop.call_later(HEAD_TIMEOUT, self._head_timed_out)
+        self._head_timer = self.loop.call_later(self.head_timeout, self._head_timed_out)
 
     def _cancel_head_timer(self):
         if self._head_timer is not None:
@@ -89,7 +94,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             # the next head's time starts again
             self._start_head_timer()
         elif self._in_head and not self.transport.is_closing():
-            self._refuse(408, b"Request Timeout", _TIMEOUT_MESSAGE)
+            self._refuse(408, b"Request Timeout",
+                         b'{"error":"the request line and headers did not arrive within '
+                         b'%g s"}' % self.head_timeout)
 
     def _refuse(self, status, reason, message):
         self._cancel_head_timer()
