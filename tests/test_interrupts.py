@@ -229,3 +229,34 @@ def test_the_applications_later_handlers_are_honoured(fdb, term_handler):
     assert got == [signal.SIGINT, signal.SIGINT]
     fdb['x'] = 2
     assert fdb['x'].value() == 2
+
+
+def test_a_handler_that_passes_signals_on_to_the_guard_it_replaced(fdb, term_handler):
+    """The common "log, then pass on" handler: the application saves
+    ``signal.getsignal(SIGINT)`` (zpydb's Guard, once a statement ran), installs its
+    own handler that calls the saved one, and the next statement guards that.  A
+    Ctrl-C before the commit must still stop the statement with nothing applied, and
+    the application's handler must run once per Ctrl-C.  Before the fix the held
+    signal, handed on through the chain at the checkpoint, met the inner Guard while
+    the statement still held signals and was held again: the statement was applied,
+    then KeyboardInterrupt was raised, and the handler ran twice."""
+    fdb['x'] = 0
+    passed_on_to = signal.getsignal(signal.SIGINT)
+    assert isinstance(passed_on_to, interrupts.Guard)
+    calls = []
+
+    def log_then_pass_on(signum, frame):
+        calls.append(signum)
+        passed_on_to(signum, frame)
+
+    signal.signal(signal.SIGINT, log_then_pass_on)
+    with pytest.raises(KeyboardInterrupt):
+        fdb['x'] = _SendsSignal(signal.SIGINT)
+    assert fdb['x'].value() == 0
+    assert calls == [signal.SIGINT]
+    with pytest.raises(KeyboardInterrupt):  # between statements: once, at once
+        os.kill(os.getpid(), signal.SIGINT)
+        _let_signals_in()
+    assert calls == [signal.SIGINT, signal.SIGINT]
+    fdb['x'] = 2
+    assert fdb['x'].value() == 2

@@ -55,6 +55,10 @@ _SERVER_WAITS = (os.path.join("ZEO", "asyncio", "client.py"),
                  os.path.join("ZEO", "asyncio", "futures.py"))
 
 _holds = []  # the main thread's nested holds, outermost first
+#: Non-empty while :func:`_deliver` hands held signals on: a Guard the
+#: application's handler passes them on to in turn (a handler that saved the
+#: guard it replaced) passes them on too, instead of holding them again.
+_handing_on = []
 
 #: How the handlers are read and installed: ``_signal``'s C functions, without
 #: the enum conversions of ``signal.signal``/``getsignal`` (3 µs vs 0.3 µs).
@@ -85,7 +89,7 @@ class Guard:
         self.previous = previous
 
     def __call__(self, signum, frame):
-        if _holds:
+        if _holds and not _handing_on:
             _holds[-1].take(signum, frame)
         else:
             self.previous(signum, frame)
@@ -238,4 +242,8 @@ def _deliver(pending):
         if type(handler) is Guard:
             handler = handler.previous
         if callable(handler):
-            handler(signum, frame)
+            _handing_on.append(signum)
+            try:
+                handler(signum, frame)
+            finally:
+                _handing_on.pop()
