@@ -260,3 +260,33 @@ def test_a_handler_that_passes_signals_on_to_the_guard_it_replaced(fdb, term_han
     assert calls == [signal.SIGINT, signal.SIGINT]
     fdb['x'] = 2
     assert fdb['x'].value() == 2
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "KNOWN, NOT FIXED (issue 13 attack): the Guard left around default_int_handler hides "
+    "it from asyncio.Runner, which installs its own SIGINT handler (cancel the main task "
+    "at its next await) only when signal.getsignal(SIGINT) IS signal.default_int_handler; "
+    "unittest.installHandler checks the same. No small fix: a guard that is not in place "
+    "between statements is the per-statement swap the Guard replaced (2.5 us)."))
+def test_asyncio_run_after_a_statement_still_cancels_the_main_task(fdb, term_handler):
+    """Without zpydb, a Ctrl-C inside asyncio.run() cancels the main task at its next
+    await (synchronous code of the coroutine is never cut); after one zpydb statement
+    the KeyboardInterrupt is raised wherever the main thread is instead."""
+    import asyncio
+
+    fdb['x'] = 0
+    seen = []
+
+    async def main():
+        os.kill(os.getpid(), signal.SIGINT)
+        _let_signals_in()
+        seen.append("synchronous code went on")
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            seen.append("cancelled at the await")
+            raise
+
+    with pytest.raises(KeyboardInterrupt):
+        asyncio.run(main())
+    assert seen == ["synchronous code went on", "cancelled at the await"]
