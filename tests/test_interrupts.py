@@ -290,3 +290,53 @@ def test_asyncio_run_after_a_statement_still_cancels_the_main_task(fdb, term_han
     with pytest.raises(KeyboardInterrupt):
         asyncio.run(main())
     assert seen == ["synchronous code went on", "cancelled at the await"]
+
+
+class _WaitsWhileRead(dict):
+    """A mapping whose reading (inside the statement storing it) waits for ``go``."""
+
+    def __init__(self, reading, go):
+        super().__init__(a=1)
+        self.reading, self.go = reading, go
+
+    def __iter__(self):
+        self.reading.set()
+        self.go.wait(30)
+        return super().__iter__()
+
+
+def test_a_process_forked_by_a_thread_during_a_statement_still_gets_ctrl_c(fdb, term_handler):
+    """Another thread forks (a worker starting a subprocess with multiprocessing's fork)
+    while the main thread is inside a statement.  The child's only thread is the forking
+    one; the main thread's holds came along in memory but no statement of the child's
+    will ever end them: before the fix the child held every Ctrl-C and SIGTERM for good
+    (the inherited Guard saw a hold and recorded it)."""
+    import threading
+
+    fdb['x'] = 0
+    reading, go, status = threading.Event(), threading.Event(), []
+
+    def fork_then_interrupt_the_child():
+        try:
+            if not reading.wait(30):
+                return
+            pid = os.fork()
+            if pid == 0:  # the child: exit 0 if Ctrl-C raised, 3 if it was swallowed
+                code = 3
+                try:
+                    os.kill(os.getpid(), signal.SIGINT)
+                    _let_signals_in()
+                except KeyboardInterrupt:
+                    code = 0
+                os._exit(code)
+            status.append(os.waitpid(pid, 0)[1])
+        finally:
+            go.set()
+
+    forker = threading.Thread(target=fork_then_interrupt_the_child)
+    forker.start()
+    fdb['x'] = _WaitsWhileRead(reading, go)
+    forker.join(60)
+    assert [os.waitstatus_to_exitcode(s) for s in status] == [0]
+    assert fdb['x'].value() == {'a': 1}
+    _assert_handlers_work()

@@ -30,7 +30,8 @@ that follows asks the same silent server); the statement then ends with
 :class:`~zpydb.errors.CommitInterrupted`: whether it was applied is unknown.
 
 Signal handlers can only be changed in the main thread; other threads never
-receive signals in Python, so they need nothing.  Installing the guard cannot
+receive signals in Python, so they need nothing (a child process another
+thread forks mid-statement forgets the main thread's holds: they would never end).  Installing the guard cannot
 be cut half way either: a signal before it is in reaches the application's
 handler (no statement has begun), one after it is held, and each swap is
 retried until it holds.
@@ -219,6 +220,24 @@ def _waiting_for_server(frame):
             return True
         frame = frame.f_back
     return False
+
+
+def _forget_holds_of_other_threads():
+    """In a child forked by a thread other than the one whose statements hold
+    signals: those holds came along in memory, but their statements run on in
+    the parent only, and nothing in the child would ever end them (every signal
+    would be held for good).  The forking thread is the child's main thread now."""
+    global _holding_thread
+    if threading.get_ident() != _holding_thread:
+        del _holds[:]
+        _holding_thread = threading.get_ident()
+
+
+#: The thread whose statements hold signals (the main thread; in a child forked
+#: by another thread, that thread).
+_holding_thread = threading.main_thread().ident
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_holds_of_other_threads)
 
 
 def _swap(signum, handler):
