@@ -340,3 +340,30 @@ def test_a_process_forked_by_a_thread_during_a_statement_still_gets_ctrl_c(fdb, 
     assert [os.waitstatus_to_exitcode(s) for s in status] == [0]
     assert fdb['x'].value() == {'a': 1}
     _assert_handlers_work()
+
+
+def test_a_statement_inside_the_applications_handler_holds_signals(fdb, term_handler):
+    """A SIGTERM handler that records the shutdown in the database before raising runs
+    while zpydb hands the held SIGTERM on; a Ctrl-C during that statement belongs to it
+    (held, then raised at its safe point, nothing of it applied), not passed through
+    at an arbitrary line as while signals are handed on to a chain of handlers."""
+    fdb['x'] = 0
+    passed_on_to = signal.getsignal(signal.SIGTERM)
+    raised = []
+
+    def record_then_pass_on(signum, frame):
+        try:
+            fdb['shutdown'] = _SendsSignal(signal.SIGINT)
+        except KeyboardInterrupt as exc:
+            raised.append([entry.name for entry in pytest.ExceptionInfo.from_exception(
+                exc).traceback])
+        passed_on_to(signum, frame)
+
+    signal.signal(signal.SIGTERM, record_then_pass_on)
+    with pytest.raises(_Term):
+        fdb['x'] = _SendsSignal(signal.SIGTERM)
+    assert len(raised) == 1 and raised[0][-1] == "_deliver", raised  # held, then delivered
+    assert fdb['x'].value() == 0
+    with pytest.raises(zpydb.KeyNotFoundError):
+        fdb['shutdown'].value()
+    _assert_handlers_work()

@@ -56,10 +56,12 @@ _SERVER_WAITS = (os.path.join("ZEO", "asyncio", "client.py"),
                  os.path.join("ZEO", "asyncio", "futures.py"))
 
 _holds = []  # the main thread's nested holds, outermost first
-#: Non-empty while :func:`_deliver` hands held signals on: a Guard the
-#: application's handler passes them on to in turn (a handler that saved the
-#: guard it replaced) passes them on too, instead of holding them again.
-_handing_on = []
+#: How many holds were open when :func:`_deliver` began handing held signals
+#: on (innermost call last; 0: none).  A Guard the application's handler passes
+#: a signal on to (a handler that saved the guard it replaced) passes it on too
+#: instead of holding it again; only a hold begun since (a statement the handler
+#: itself runs) holds signals.
+_handed_on_at = [0]
 
 #: How the handlers are read and installed: ``_signal``'s C functions, without
 #: the enum conversions of ``signal.signal``/``getsignal`` (3 µs vs 0.3 µs).
@@ -90,7 +92,7 @@ class Guard:
         self.previous = previous
 
     def __call__(self, signum, frame):
-        if _holds and not _handing_on:
+        if len(_holds) > _handed_on_at[-1]:
             _holds[-1].take(signum, frame)
         else:
             self.previous(signum, frame)
@@ -230,6 +232,7 @@ def _forget_holds_of_other_threads():
     global _holding_thread
     if threading.get_ident() != _holding_thread:
         del _holds[:]
+        del _handed_on_at[1:]
         _holding_thread = threading.get_ident()
 
 
@@ -261,8 +264,8 @@ def _deliver(pending):
         if type(handler) is Guard:
             handler = handler.previous
         if callable(handler):
-            _handing_on.append(signum)
+            _handed_on_at.append(len(_holds))
             try:
                 handler(signum, frame)
             finally:
-                _handing_on.pop()
+                _handed_on_at.pop()
