@@ -522,17 +522,32 @@ class Session:
     def _attempts(self, tm, conn, func, describe, txid, budget, result, blind):
         tm.deadline = budget.deadline
         check, first = (tm.path_check if blind else None), True
-        if tm.writing:  # ending the write around it would commit that one unnamed, half done
-            raise errors.Error(
-                f"{self.name}: a write inside another write of this thread (a value whose "
-                f"reading writes to db) cannot run: one connection has one transaction; "
-                f"nothing of either was applied")
+        if tm.writing:  # ending the write around it would commit that one unnamed, or lose it
+            return self._write_beside(func, describe, budget)
         tm.writing = True
         try:
             return self._each_attempt(tm, conn, func, describe, txid, budget, result, check,
                                       first)
         finally:
             tm.writing = False
+
+    def _write_beside(self, func, describe, budget):
+        """A write while this thread's write runs on the connection: a statement of
+        the application's signal handler (run at the write's safe point) or of a value
+        that writes as zpydb converts it.  It commits on a connection of its own, so
+        the write around it goes on whole: its changes, its note, its mark."""
+        tm, conn = self.open_private()
+        try:
+            for attempt in tm.attempts(budget.max_attempts):
+                budget.next_attempt()
+                with attempt:
+                    describe(tm.get())
+                    value = func(data_root(conn), ops.UNTRACKED)
+                    interrupts.checkpoint()  # a Ctrl-C so far: abort rather than commit
+            return value
+        finally:
+            tm.abort()
+            conn.close()
 
     def _each_attempt(self, tm, conn, func, describe, txid, budget, result, check, first):
         for attempt in tm.attempts(budget.max_attempts):
