@@ -285,3 +285,62 @@ def test_zpydb_shell_on_a_postgres_url(pg_url):
     second = subprocess.run(run + ["db.undo(); db['x']"], capture_output=True, text=True,
                             timeout=SUBPROCESS_TIMEOUT, cwd=ROOT)
     assert second.stdout.strip() == "[1, 2]", second.stderr
+
+
+def _idle_in_transaction(pg_cluster, dbname):
+    """The sessions on ``dbname`` other than this query's that sit inside an open
+    transaction (a RelStorage snapshot held: vacuum cannot clean behind it)."""
+    import psycopg2
+
+    con = psycopg2.connect(**pg_cluster.dsn(dbname))
+    try:
+        con.autocommit = True
+        with con.cursor() as cursor:
+            cursor.execute("SELECT pid, state, query FROM pg_stat_activity WHERE datname = %s "
+                           "AND pid <> pg_backend_pid() AND state LIKE 'idle in transaction%%'",
+                           (dbname,))
+            return cursor.fetchall()
+    finally:
+        con.close()
+
+
+def test_reads_leave_no_snapshot_held(pg_cluster, pg_db):
+    """Reads begin no Transaction (session.py's begin_read/end_read: the connection's
+    newTransaction and afterCompletion directly); after every kind of read, done, failed,
+    iterated whole or left half way, in a thread or a read-only block, no zpydb
+    connection may be left 'idle in transaction' on the server."""
+    import threading
+
+    import zpydb
+
+    db = zpydb.connect(pg_cluster.url(pg_db))
+    try:
+        db['big'] = {f"k{i}": i for i in range(3000)}
+        db['items'] = list(range(2000))
+        db['x'] = {'a': 1}
+        checks = {}
+        for _ in range(50):
+            assert db['x']['a'].value() == 1
+            assert len(db['big']) == 3000 and 'k5' in db['big']
+            assert db['big'].get('missing') is None
+        checks["point reads"] = _idle_in_transaction(pg_cluster, pg_db)
+        assert sum(1 for _ in db['big'].items()) == 3000
+        assert sum(db['items']) == sum(range(2000))
+        checks["whole iterations"] = _idle_in_transaction(pg_cluster, pg_db)
+        half = iter(db['big'].items())
+        next(half)
+        checks["an iteration left half way"] = _idle_in_transaction(pg_cluster, pg_db)
+        for _ in range(10):
+            with pytest.raises(zpydb.KeyNotFoundError):
+                db['nope']['x'].value()
+        checks["failed reads"] = _idle_in_transaction(pg_cluster, pg_db)
+        reader = threading.Thread(target=lambda: [db['x'].value() for _ in range(50)])
+        reader.start()
+        reader.join(SUBPROCESS_TIMEOUT)
+        checks["reads in a thread"] = _idle_in_transaction(pg_cluster, pg_db)
+        with db.transaction() as t:
+            assert t['x'].value() == {'a': 1}
+        checks["a read-only block"] = _idle_in_transaction(pg_cluster, pg_db)
+        assert checks == {what: [] for what in checks}
+    finally:
+        db.close()

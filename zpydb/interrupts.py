@@ -30,7 +30,8 @@ that follows asks the same silent server); the statement then ends with
 :class:`~zpydb.errors.CommitInterrupted`: whether it was applied is unknown.
 
 Signal handlers can only be changed in the main thread; other threads never
-receive signals in Python, so they need nothing.  Installing the guard cannot
+receive signals in Python, so they need nothing (a child process another
+thread forks mid-statement forgets the main thread's holds: they would never end).  Installing the guard cannot
 be cut half way either: a signal before it is in reaches the application's
 handler (no statement has begun), one after it is held, and each swap is
 retried until it holds.
@@ -55,6 +56,12 @@ _SERVER_WAITS = (os.path.join("ZEO", "asyncio", "client.py"),
                  os.path.join("ZEO", "asyncio", "futures.py"))
 
 _holds = []  # the main thread's nested holds, outermost first
+#: How many holds were open when :func:`_deliver` began handing held signals
+#: on (innermost call last; 0: none).  A Guard the application's handler passes
+#: a signal on to (a handler that saved the guard it replaced) passes it on too
+#: instead of holding it again; only a hold begun since (a statement the handler
+#: itself runs) holds signals.
+_handed_on_at = [0]
 
 #: How the handlers are read and installed: ``_signal``'s C functions, without
 #: the enum conversions of ``signal.signal``/``getsignal`` (3 µs vs 0.3 µs).
@@ -85,7 +92,7 @@ class Guard:
         self.previous = previous
 
     def __call__(self, signum, frame):
-        if _holds:
+        if len(_holds) > _handed_on_at[-1]:
             _holds[-1].take(signum, frame)
         else:
             self.previous(signum, frame)
@@ -245,6 +252,25 @@ def _waiting_for_server(frame):
     return False
 
 
+def _forget_holds_of_other_threads():
+    """In a child forked by a thread other than the one whose statements hold
+    signals: those holds came along in memory, but their statements run on in
+    the parent only, and nothing in the child would ever end them (every signal
+    would be held for good).  The forking thread is the child's main thread now."""
+    global _holding_thread
+    if threading.get_ident() != _holding_thread:
+        del _holds[:]
+        del _handed_on_at[1:]
+        _holding_thread = threading.get_ident()
+
+
+#: The thread whose statements hold signals (the main thread; in a child forked
+#: by another thread, that thread).
+_holding_thread = threading.main_thread().ident
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_holds_of_other_threads)
+
+
 def _swap(signum, handler):
     """``signal.signal`` that holds even if a signal's handler raises around it."""
     raised = None
@@ -266,4 +292,8 @@ def _deliver(pending):
         if type(handler) is Guard:
             handler = handler.previous
         if callable(handler):
-            handler(signum, frame)
+            _handed_on_at.append(len(_holds))
+            try:
+                handler(signum, frame)
+            finally:
+                _handed_on_at.pop()

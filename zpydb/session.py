@@ -72,6 +72,10 @@ class _ZpydbTransactionManager(transaction.TransactionManager):
     path_check = None
     #: The :class:`VoteMark` of the current attempt, when it is a blind one.
     vote_mark = None
+    #: True while a write of this thread runs on the connection: a read meanwhile
+    #: (a value of the application's that looks something up in db as zpydb
+    #: converts it) reads in the write's transaction instead of ending it.
+    writing = False
 
     def begin(self):
         """``TransactionManager.begin()``, after the server round trip (``sync``)."""
@@ -391,6 +395,8 @@ class Session:
         storage = conn.db().storage
         if server_behind_cache(storage):
             raise errors.DisconnectedError(f"{self.name}: {SERVER_BEHIND_MESSAGE}")
+        if tm.writing:  # inside this thread's write: in its transaction, which goes on
+            return self._read_in_write(func, conn, storage, *args)
         try:
             with interrupts.deferred():  # a Ctrl-C lands after the read (interrupts.py)
                 tm.begin_read(conn)
@@ -398,6 +404,12 @@ class Session:
                     return func(data_root(conn), *args)
                 finally:
                     tm.end_read(conn)
+        except TRANSLATED as exc:
+            raise translate(exc, self.name, storage) from None
+
+    def _read_in_write(self, func, conn, storage, *args):
+        try:
+            return func(data_root(conn), *args)
         except TRANSLATED as exc:
             raise translate(exc, self.name, storage) from None
 
@@ -412,7 +424,7 @@ class Session:
         Later batches of an iteration read here (transactions.py ``iterate``).
         """
         tm, conn = self.connection(replica=True)
-        if conn.db() is db:
+        if conn.db() is db and not tm.writing:  # (a write's transaction must go on)
             storage = db.storage
             try:
                 with interrupts.deferred():
@@ -511,6 +523,34 @@ class Session:
     def _attempts(self, tm, conn, func, describe, txid, budget, result, blind):
         tm.deadline = budget.deadline
         check, first = (tm.path_check if blind else None), True
+        if tm.writing:  # ending the write around it would commit that one unnamed, or lose it
+            return self._write_beside(func, describe, budget)
+        tm.writing = True
+        try:
+            return self._each_attempt(tm, conn, func, describe, txid, budget, result, check,
+                                      first)
+        finally:
+            tm.writing = False
+
+    def _write_beside(self, func, describe, budget):
+        """A write while this thread's write runs on the connection: a statement of
+        the application's signal handler (run at the write's safe point) or of a value
+        that writes as zpydb converts it.  It commits on a connection of its own, so
+        the write around it goes on whole: its changes, its note, its mark."""
+        tm, conn = self.open_private()
+        try:
+            for attempt in tm.attempts(budget.max_attempts):
+                budget.next_attempt()
+                with attempt:
+                    describe(tm.get())
+                    value = func(data_root(conn), ops.UNTRACKED)
+                    interrupts.checkpoint()  # a Ctrl-C so far: abort rather than commit
+            return value
+        finally:
+            tm.abort()
+            conn.close()
+
+    def _each_attempt(self, tm, conn, func, describe, txid, budget, result, check, first):
         for attempt in tm.attempts(budget.max_attempts):
             budget.next_attempt()
             reads, tm.vote_mark = ops.UNTRACKED, None
