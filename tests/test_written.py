@@ -127,3 +127,30 @@ def test_many_paths_become_their_first_steps_then_nothing():
     assert written.encode(many) == [["d"]]
     assert written.encode([(f"k{i}", 1) for i in range(written.MAX_PATHS)]) is not None
     assert written.encode([(f"k{i}", 1) for i in range(written.MAX_PATHS + 1)]) is None
+
+
+def test_what_is_recorded_crosses_zeos_msgpack():
+    """ZEO sends the transaction's extension as msgpack: an int beyond 64 bits or a str
+    with a lone surrogate (both fine as zpydb keys) made tpc_begin fail to encode and
+    the write end as a disconnect.  Such a step ends its path (a shorter path covers
+    more), and everything recorded packs."""
+    import msgpack
+    recorded = written.encode([("d", 2 ** 70, "x"), ("e", "\ud800", 1), ("f", -2 ** 63),
+                               ("g", 2 ** 64 - 1), ("h", (1, 2 ** 64)), ("i", "é", 2 ** 63)])
+    assert recorded == [["d"], ["e"], ["f", -2 ** 63], ["g", 2 ** 64 - 1], ["h"],
+                        ["i", "é", 2 ** 63]]
+    assert msgpack.unpackb(msgpack.packb(recorded), strict_map_key=False) == recorded
+
+
+def test_writes_under_keys_msgpack_cannot_carry_work_over_zeo(zeo_server):
+    import zpydb
+    db = zpydb.connect(zeo_server.url, wait_timeout=10)
+    try:
+        for number, key in enumerate((2 ** 70, -2 ** 70, "\ud800", (1, 2 ** 70))):
+            name = f"d{number}"  # keys of one dict must be comparable
+            db[name] = {}
+            db[name][key] = [key]
+            assert db[name][key].value() == [key]
+            assert db[name][key].history(1)[0]["note"].startswith(f"db['{name}']")
+    finally:
+        db.close()

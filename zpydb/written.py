@@ -18,7 +18,8 @@ neighbour costs a metadata read per change instead of a historical read.
 The encoding is plain data (transaction metadata is unpickled with no classes
 at all: safety.py): a list of paths, each a list of steps (over ZEO's msgpack
 they come back as tuples; both are read).  A step that is not
-a plain str, int, float, bool or tuple of those, or is long, ends its path
+a plain str, int, float, bool or tuple of those, or that msgpack cannot carry
+(an int beyond 64 bits, a str with a lone surrogate), or is long, ends its path
 there (a shorter path covers more: still true).  Too many paths: only their
 first steps; still too many, or a transaction that records nothing: the walk
 treats it as "may have changed anything" and reads the past.
@@ -29,7 +30,8 @@ KEY = "zpydb_paths"
 MAX_PATHS = 100
 #: A step whose repr is longer than this ends its path (metadata stays small).
 MAX_STEP = 200
-_PLAIN = (str, int, float, bool)
+#: msgpack's integers: signed and unsigned 64 bits.
+_INT_MIN, _UINT_MAX = -2 ** 63, 2 ** 64 - 1
 
 
 def encode(paths):
@@ -61,9 +63,29 @@ def _plain_prefix(path):
 
 
 def _plain(step):
-    if type(step) in _PLAIN:
-        return True
-    return type(step) is tuple and all(type(item) in _PLAIN for item in step)
+    if type(step) is tuple:
+        return all(_plain_item(item) for item in step)
+    return _plain_item(step)
+
+
+def _plain_item(item):
+    """A str, int, float or bool that ZEO's msgpack can carry: an int of at most 64
+    bits, a str without lone surrogates (UTF-8 encodable).  Anything else is a fine
+    zpydb key but would make the transaction's metadata fail to encode."""
+    kind = type(item)
+    if kind is str:
+        return item.isascii() or _utf8(item)
+    if kind is int:
+        return _INT_MIN <= item <= _UINT_MAX
+    return kind is float or kind is bool
+
+
+def _utf8(text):
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def may_change(written, steps):
