@@ -505,7 +505,7 @@ def set_item(root, steps, value, reads=UNTRACKED):
     key = steps[-1]
     kind = type(key)
     if (kind is str or kind is int) and isinstance(parent, _DICT_NODES):
-        node = value if type(value) in _SCALAR_TYPES else _simple_node(value, len(steps))
+        node = value if type(value) in _SCALAR_TYPES else _plain_record(value, len(steps))
         if node is not _LONG_WAY:
             try:
                 parent[key] = node
@@ -537,17 +537,14 @@ _SCALAR_TYPES = frozenset(nodes.SCALARS)
 _LONG_WAY = object()
 
 
-def _simple_node(value, level):
-    """The stored form of a value that cannot fail to convert (a scalar, a dict of
-    str keys and scalars at a level the depth limit allows), or :data:`_LONG_WAY`:
-    :func:`nodes.to_node` converts the rest, with the path its errors name."""
-    if type(value) in _SCALAR_TYPES:
-        return value
-    if level <= nodes.MAX_DEPTH:
-        node = nodes.plain_dict_node(value)
-        if node is not None:
-            return node
-    return _LONG_WAY
+def _plain_record(value, level):
+    """The stored form of a dict of str keys and scalars at a level the depth limit
+    allows (it cannot fail to convert), or :data:`_LONG_WAY`: :func:`nodes.to_node`
+    converts the rest, with the path its errors name."""
+    node = nodes.plain_dict_node(value) if level <= nodes.MAX_DEPTH else None
+    return _LONG_WAY if node is None else node
+
+
 _first, _second = operator.itemgetter(0), operator.itemgetter(1)
 
 
