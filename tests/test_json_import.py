@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import zpydb
-from zpydb import export, json_import
+from zpydb import nodes, export, json_import
 
 _KEYS = st.sampled_from(["$dict", "$bytes", "$tuple", "$int", "$x", "a", "b", "0"])
 _scalars = (st.none() | st.booleans() | st.integers(-5, 5) | st.text("ab$", max_size=3)
@@ -59,10 +59,11 @@ _roots = st.lists(st.tuples(_KEYS, _values), max_size=5).map(_object) | _tags(_v
 
 
 def _repeats_a_malformed_value(text):
-    """Does an object repeat a key and some value anywhere fail to decode?
+    """Does an object repeat a key and some value anywhere fail to decode or to store?
 
-    Streaming decodes each value of a streamed object as it is read, so a
-    malformed value is refused even when a repeated key would replace it later
+    Streaming decodes (and stores) each value of a streamed object as it is read, so
+    a malformed or unstorable value (``{"$dict": [[null, 1]]}``: a None key) is
+    refused even when a repeated key would replace it later
     (json.loads keeps only the last); such documents are left out of the comparison
     (test_a_malformed_value_is_refused_even_if_its_key_repeats covers them).
     """
@@ -73,8 +74,8 @@ def _repeats_a_malformed_value(text):
         repeated.append(len(set(keys)) != len(keys))
         for _, value in items:
             try:
-                export.decode(value)
-            except (ValueError, TypeError):
+                nodes.to_node(export.decode(value))
+            except (ValueError, TypeError, zpydb.Error):
                 malformed.append(True)
         return dict(items)
     json.loads(text, object_pairs_hook=pairs)
